@@ -1,0 +1,124 @@
+"""Checks that need more than the job file's structure, all done before anything runs.
+
+- the model block of every run: its configuration is validated by building the model on
+  PyTorch's ``meta`` device (no memory is allocated, so a paper-scale model checks in
+  milliseconds);
+- the DeepSpeed block of every run, by DeepSpeed's own config classes;
+- the data directory of every corpus the sweep reads;
+- the output folders: writable, with free space;
+- the resources of a run against the nodes of the Ray cluster.
+
+Each failure is a :class:`harness.config.JobFileError`: one line naming the file, the key
+path, the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from harness.config import JobFileError
+
+MIN_FREE_BYTES = 200 * 2 ** 20
+
+
+def _placeholder_vocab(spec: dict) -> int:
+    if spec["task"] == "copy":
+        return 10
+    cutoffs = (spec["model"].get("adaptive_softmax") or {}).get("cutoffs") or []
+    return max([1000] + [int(c) * 2 for c in cutoffs if isinstance(c, (int, float))])
+
+
+def check_models(runs: list[dict], file: str | Path) -> None:
+    """Build every distinct model config on the meta device; ValueError -> JobFileError."""
+    import torch
+
+    from models import build_model
+
+    seen: set[str] = set()
+    for spec in runs:
+        cfg = dict(spec["model"], task=spec["task"], vocab_size=_placeholder_vocab(spec))
+        key = repr(sorted(cfg.items()))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            with torch.device("meta"):
+                build_model(cfg)
+        except (ValueError, TypeError, KeyError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            path, sep, problem = msg.partition(": ")
+            if not (sep and path.startswith("model")):  # models names the key path itself
+                path, problem = "model", msg
+            raise JobFileError(file, path, f"{problem} (run {spec['name']})") from None
+        except NotImplementedError:
+            pass  # an op without a meta kernel: the config itself was accepted
+
+
+def check_deepspeed(runs: list[dict], file: str | Path) -> None:
+    from harness.dsconfig import validate_deepspeed
+
+    for spec in runs:
+        try:
+            validate_deepspeed(spec)
+        except ValueError as exc:
+            raise JobFileError(file, "deepspeed", f"{exc} (run {spec['name']})") from None
+
+
+def check_data(runs: list[dict], file: str | Path) -> None:
+    from harness.data import DataError, check_data_dir
+
+    for dataset, data_dir in sorted({(r["data"]["dataset"], r["data"]["data_dir"] or "")
+                                     for r in runs if r["task"] == "lm"}):
+        if not data_dir:
+            raise JobFileError(file, "data.data_dir", f"dataset {dataset!r} needs a data_dir "
+                                                      "(the folder holding the corpus files)")
+        try:
+            check_data_dir(dataset, data_dir)
+        except DataError as exc:
+            raise JobFileError(file, "data.data_dir", str(exc).splitlines()[0]) from None
+
+
+def check_output_dir(path: Path, what: str, file: str | Path) -> None:
+    """The folder can be created and written, and has at least MIN_FREE_BYTES free."""
+    probe_root = path
+    while not probe_root.exists() and probe_root != probe_root.parent:
+        probe_root = probe_root.parent
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise JobFileError(file, "", f"{what} folder {path} is not writable: "
+                                     f"{exc.strerror or exc}") from None
+    free = shutil.disk_usage(path).free
+    if free < MIN_FREE_BYTES:
+        raise JobFileError(file, "", f"{what} folder {path} has only {free // 2 ** 20} MiB free; "
+                                     f"at least {MIN_FREE_BYTES // 2 ** 20} MiB are needed")
+
+
+def check_resources(runs: Iterable[dict], nodes: list[dict], file: str | Path) -> None:
+    """Every run's workers fit the cluster: each worker on some node, all of them together.
+
+    ``nodes`` is ``ray.nodes()``-shaped: dicts with ``Alive`` and ``Resources``.
+    """
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", True)]
+    total_cpu = sum(r.get("CPU", 0) for r in alive)
+    total_gpu = sum(r.get("GPU", 0) for r in alive)
+    for spec in runs:
+        res = spec["resources"]
+        cpu, gpu, n = res["cpus_per_worker"], res["gpus_per_worker"], res["workers"]
+        if not any(r.get("CPU", 0) >= cpu and r.get("GPU", 0) >= gpu for r in alive):
+            raise JobFileError(file, "resources", f"a worker needs {cpu} CPU and {gpu} GPU, but no node "
+                               f"of the cluster has that much (largest: "
+                               f"{max((r.get('CPU', 0) for r in alive), default=0)} CPU, "
+                               f"{max((r.get('GPU', 0) for r in alive), default=0)} GPU)")
+        if n * cpu > total_cpu or n * gpu > total_gpu:
+            raise JobFileError(file, "resources.workers", f"{n} workers x ({cpu} CPU, {gpu} GPU) exceed "
+                               f"the cluster ({total_cpu} CPU, {total_gpu} GPU in all)")
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

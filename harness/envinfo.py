@@ -1,0 +1,54 @@
+"""The environment record of a run or sweep (DESIGN.md: what ran, where, with what)."""
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from harness.results import utc_now
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment(**extra: Any) -> dict[str, Any]:
+    """Git commit and dirtiness, versions, devices, host, time; ``extra`` is merged in."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    env = {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": _version("ray"),
+        "deepspeed": _version("deepspeed"),
+        "torchdiffeq": _version("torchdiffeq"),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "device_count": torch.cuda.device_count() if cuda else 0,
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda
+        else [f"cpu ({platform.processor() or platform.machine()})"],
+        "cpu_count": __import__("os").cpu_count(),
+        "started": utc_now(),
+    }
+    env.update(extra)
+    return env

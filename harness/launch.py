@@ -1,0 +1,87 @@
+"""Runs on Ray: one Ray Train ``TorchTrainer`` per run, each started from a Ray task.
+
+The tasks ask for no CPU themselves; each trainer's workers ask for the run's resources,
+so Ray's own scheduler decides how many runs fit at once (``resources.max_concurrent_runs``
+caps it further). A trainer's storage is ``runs/<run_id>/checkpoints/`` and its name is the
+run id, so a resubmitted sweep resumes an interrupted run from its last checkpoint and the
+dashboard lists runs under their ids. Worker failures are retried by Ray Train
+(``resources.max_failures``), from the last checkpoint.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.results import SweepStore
+from harness.session import describe_exception
+
+
+def _fit_run(spec: dict, run_dir: str) -> str:
+    """Body of the Ray task of one run: build and fit its TorchTrainer; returns its state."""
+    import torch
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from harness.results import RunRecord
+    from harness.session import record_callback
+    from harness.train import train_worker
+
+    record = RunRecord(run_dir)
+    res = spec["resources"]
+    use_gpu = res["gpus_per_worker"] > 0
+    per_worker = {"CPU": res["cpus_per_worker"]}
+    if res["gpus_per_worker"]:
+        per_worker["GPU"] = res["gpus_per_worker"]
+    status = record.read_status()
+    record.set_status("running", reason=None, rank=None, attempt=int(status.get("attempt") or 0) + 1)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"spec": spec, "run_dir": run_dir},
+        scaling_config=ScalingConfig(num_workers=res["workers"], use_gpu=use_gpu,
+                                     resources_per_worker=per_worker),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(name=spec["run_id"], storage_path=str(Path(run_dir) / "checkpoints"),
+                             failure_config=FailureConfig(max_failures=res["max_failures"]),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1),
+                             callbacks=[record_callback(run_dir)]),
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:  # recorded, never raised: one run's failure must not stop the sweep
+        failures = getattr(exc, "worker_failures", None) or {}
+        rank = min(failures) if failures else None
+        cause = failures[rank] if failures else exc
+        record.set_status("failed", reason=describe_exception(cause), rank=rank)
+        return "failed"
+    state = record.read_status().get("state")
+    if state not in ("finished", "failed"):
+        record.set_status("failed", reason="training ended without a final report")
+        return "failed"
+    return state
+
+
+def run_all(ray, store: SweepStore, runs: list[dict]) -> None:
+    """Start every run (at most ``max_concurrent_runs`` at once) and wait for all of them."""
+    from harness.progress import SweepProgress
+
+    env = {k: v for k, v in os.environ.items()
+           if k in ("TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE", "PYTHONPATH", "DEQBENCH_DATA")}
+    fit = ray.remote(num_cpus=0, max_retries=0)(_fit_run).options(runtime_env={"env_vars": env})
+    limit = min((r["resources"].get("max_concurrent_runs") or len(runs)) for r in runs) if runs else 0
+    queue = list(runs)
+    active: dict = {}
+    totals = {r["run_id"]: r["train"]["steps"] for r in runs}
+    with SweepProgress(store.dir, [r["run_id"] for r in runs], total_steps=totals) as progress:
+        while queue or active:
+            while queue and len(active) < limit:
+                spec = queue.pop(0)
+                ref = fit.remote(spec, str(store.run(spec["run_id"]).dir))
+                active[ref] = spec
+            done, _ = ray.wait(list(active), num_returns=1, timeout=1.0)
+            for ref in done:
+                spec = active.pop(ref)
+                try:
+                    ray.get(ref)
+                except Exception as exc:  # the task itself died (e.g. its node was lost)
+                    store.run(spec["run_id"]).set_status("failed", reason=describe_exception(exc))
+            progress.update()

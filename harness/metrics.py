@@ -1,0 +1,111 @@
+"""Measurement shared by every model, so that figures are comparable (DESIGN.md, Metrics).
+
+- time: device-synchronised wall clock around forward, backward and optimizer step;
+  medians over the measured steps, warm-up steps excluded by the caller;
+- memory: ``activation_bytes`` comes from ``models.memory`` (saved-tensor hooks);
+  ``peak_mem_bytes`` is ``torch.cuda.max_memory_allocated`` over the measured steps after
+  ``reset_peak_memory_stats`` on CUDA, and peak-RSS growth over the measured steps on CPU
+  (the process's peak resident set size after them minus its resident size before them);
+  ``static_mem_bytes`` is parameters + gradients + optimizer state held by this rank;
+- cross-rank aggregation: means are averaged over ranks, maxima take the maximum.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import time
+from typing import Iterable
+
+import torch
+import torch.distributed as dist
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def now(device: torch.device) -> float:
+    """A timestamp taken after the device finished all queued work."""
+    synchronize(device)
+    return time.perf_counter()
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process."""
+    with open("/proc/self/statm") as fh:
+        pages = int(fh.read().split()[1])
+    return pages * resource.getpagesize()
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+class MemoryWindow:
+    """Peak memory over a window of steps, measured the same way for every model."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.start = 0
+
+    def begin(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            self.start = rss_bytes()
+
+    def peak_bytes(self) -> int:
+        """CUDA: peak allocated in the window. CPU: peak RSS growth over the window start."""
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return max(0, peak_rss_bytes() - self.start)
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def static_mem_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> int:
+    """Parameters + gradients (one per parameter, at parameter precision) + optimizer state."""
+    params = [p for p in module.parameters()]
+    total = tensor_bytes(params) + tensor_bytes(p for p in params if p.requires_grad)
+    if optimizer is not None:
+        state = getattr(optimizer, "state", {}) or {}
+        for entry in state.values():
+            if isinstance(entry, dict):
+                total += tensor_bytes(entry.values())
+    return int(total)
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def all_reduce_stats(means: dict[str, float], maxes: dict[str, float],
+                     device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+    """Average ``means`` and take the maximum of ``maxes`` over data-parallel ranks.
+
+    NaN and inf survive (a non-finite value on any rank makes the result non-finite), so a
+    diverging rank is seen by all ranks at once.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return dict(means), dict(maxes)
+    world = dist.get_world_size()
+    kmean, kmax = sorted(means), sorted(maxes)
+    if kmean:
+        t = torch.tensor([means[k] for k in kmean], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        means = {k: float(v) / world for k, v in zip(kmean, t.tolist())}
+    if kmax:
+        t = torch.tensor([maxes[k] for k in kmax], dtype=torch.float64, device=device)
+        # MAX drops NaN on some backends: carry a NaN flag through SUM as well
+        nan_flag = torch.tensor([float(math.isnan(maxes[k])) for k in kmax], dtype=torch.float64,
+                                device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        dist.all_reduce(nan_flag, op=dist.ReduceOp.SUM)
+        maxes = {k: (float("nan") if f > 0 else float(v))
+                 for k, v, f in zip(kmax, t.tolist(), nan_flag.tolist())}
+    return means, maxes

@@ -1,0 +1,276 @@
+"""Durable records of a sweep: the only module that reads or writes them.
+
+The layout is documented in docs/records.md. In short::
+
+    results/<sweep>/sweep.json, job.yaml, runs/<run_id>/{spec,status,summary,env}.json,
+                                          runs/<run_id>/metrics.jsonl, logs/, checkpoints/
+
+Every JSON file is replaced atomically (write a temporary file in the same folder,
+fsync, ``os.replace``), so a process killed at any instant leaves either the old
+record or the new one. ``metrics.jsonl`` is appended line by line; a reader skips an
+incomplete last line, and :meth:`RunRecord.truncate_metrics` rewrites it atomically
+when a run resumes from a checkpoint, so the curve has no duplicate steps.
+
+``load_sweep`` returns one row per run as a pandas DataFrame (spec, status and summary
+flattened); ``load_metrics`` returns every run's per-step records.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+STATES = ("pending", "running", "finished", "failed")
+
+
+def utc_now() -> str:
+    """ISO-8601 UTC timestamp with seconds precision."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(obj: Any) -> Any:
+    """Replace non-finite floats with None so every file is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new file, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_clean(obj), indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return default
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a JSON-lines file; an incomplete (torn) last line is ignored."""
+    out: list[dict] = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break  # torn final line: the writer died mid-append
+                line = line.strip()
+                if line:
+                    out.append(json.loads(line))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+class RunRecord:
+    """The folder of one run: spec, status, metrics, summary, environment, logs, checkpoints."""
+
+    def __init__(self, run_dir: str | Path):
+        self.dir = Path(run_dir)
+
+    # paths
+    @property
+    def run_id(self) -> str:
+        return self.dir.name
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.dir / "logs"
+
+    # spec / env / summary
+    def write_spec(self, spec: dict) -> None:
+        atomic_write_json(self.dir / "spec.json", spec)
+
+    def read_spec(self) -> dict:
+        return read_json(self.dir / "spec.json", {})
+
+    def write_env(self, env: dict) -> None:
+        atomic_write_json(self.dir / "env.json", env)
+
+    def read_env(self) -> dict:
+        return read_json(self.dir / "env.json", {})
+
+    def write_summary(self, summary: dict) -> None:
+        atomic_write_json(self.dir / "summary.json", summary)
+
+    def read_summary(self) -> dict | None:
+        return read_json(self.dir / "summary.json")
+
+    # status
+    def read_status(self) -> dict:
+        return read_json(self.dir / "status.json", {"run_id": self.run_id, "state": "pending",
+                                                    "reason": None, "rank": None, "attempt": 0,
+                                                    "step": 0, "started": None, "ended": None,
+                                                    "updated": None})
+
+    def set_status(self, state: str, **fields: Any) -> dict:
+        if state not in STATES:
+            raise ValueError(f"status state {state!r} is not one of {', '.join(STATES)}")
+        status = self.read_status()
+        status.update(fields)
+        status["run_id"] = self.run_id
+        status["state"] = state
+        status["updated"] = utc_now()
+        if state == "running" and not status.get("started"):
+            status["started"] = status["updated"]
+        if state in ("finished", "failed"):
+            status["ended"] = status["updated"]
+        atomic_write_json(self.dir / "status.json", status)
+        return status
+
+    # metrics
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    def append_metrics(self, records: Iterable[dict]) -> None:
+        lines = "".join(json.dumps(_clean(r), default=_json_default) + "\n" for r in records)
+        if not lines:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Keep only records with ``step <= last_step`` (used when resuming from a checkpoint)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= last_step]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+class SweepStore:
+    """The folder of one sweep: ``sweep.json``, ``job.yaml`` and ``runs/<run_id>/``."""
+
+    def __init__(self, sweep_dir: str | Path):
+        self.dir = Path(sweep_dir)
+
+    def run(self, run_id: str) -> RunRecord:
+        return RunRecord(self.dir / "runs" / run_id)
+
+    def run_ids(self) -> list[str]:
+        meta = self.read_meta()
+        if meta and meta.get("run_ids"):
+            return list(meta["run_ids"])
+        runs = self.dir / "runs"
+        return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+    def read_meta(self) -> dict:
+        return read_json(self.dir / "sweep.json", {})
+
+    def write_meta(self, meta: dict) -> None:
+        atomic_write_json(self.dir / "sweep.json", meta)
+
+    def job_text(self) -> str | None:
+        try:
+            return (self.dir / "job.yaml").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+
+def _flatten(prefix: str, obj: Any, out: dict) -> None:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(obj, list):
+        out[prefix] = json.dumps(obj)
+    else:
+        out[prefix] = obj
+
+
+def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
+    """All runs of a sweep, one row each.
+
+    Columns: ``run_id``, ``name``, ``state``, ``reason``, ``failed_rank``, ``attempt``, ``step``,
+    ``started``, ``ended``, the grid axes as ``grid.<key>``, the summary figures
+    (docs/records.md) and the flattened spec as ``spec.<path>``.
+    """
+    store = SweepStore(sweep_dir)
+    if not store.dir.is_dir():
+        raise FileNotFoundError(f"{store.dir}: no such sweep folder")
+    rows = []
+    for run_id in store.run_ids():
+        rec = store.run(run_id)
+        spec = rec.read_spec()
+        status = rec.read_status()
+        row: dict[str, Any] = {"run_id": run_id, "name": spec.get("name", run_id),
+                               "state": status.get("state"), "reason": status.get("reason"),
+                               "failed_rank": status.get("rank"), "attempt": status.get("attempt"),
+                               "step": status.get("step"), "started": status.get("started"),
+                               "ended": status.get("ended")}
+        for k, v in (spec.get("grid") or {}).items():
+            row[f"grid.{k}"] = v
+        _flatten("spec", {k: v for k, v in spec.items() if k != "grid"}, row)
+        for k, v in (rec.read_summary() or {}).items():
+            if k not in row:
+                row[k] = v
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_metrics(sweep_dir: str | Path) -> pd.DataFrame:
+    """Every per-step record of every run of a sweep, with a ``run_id`` column."""
+    store = SweepStore(sweep_dir)
+    frames = []
+    for run_id in store.run_ids():
+        recs = store.run(run_id).read_metrics()
+        if recs:
+            df = pd.DataFrame(recs)
+            df.insert(0, "run_id", run_id)
+            frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "kind", "step"])
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,183 @@
+"""The command line: ``python -m harness.submit jobs/<sweep>.yaml``.
+
+1. Read and check the job file and every run it expands to (structure, models, DeepSpeed,
+   data, output folders): any problem is one line on stderr and exit code 2, before
+   anything runs.
+2. Start an embedded local Ray (every port on 127.0.0.1, the dashboard URL printed), or
+   join a cluster with ``--address`` / ``RAY_ADDRESS`` (also how it runs as the entrypoint
+   of ``ray job submit``). Check that the cluster can hold a run's workers.
+3. Skip runs already finished; rerun failed ones only with ``--retry-failed``; resume
+   interrupted ones from their last checkpoint. ``--fresh`` moves the old sweep folder
+   aside (``results/<sweep>-<timestamp>``) and starts over.
+4. Each run is one Ray Train ``TorchTrainer`` (N workers, gloo on CPU, nccl on CUDA),
+   started from a Ray task; Ray's scheduler runs as many at once as resources allow.
+5. Write the comparison report (``reports/<sweep>/``).
+
+Exit codes: 0 every run finished, 1 some runs failed (each with its reason on record),
+2 the input was rejected before anything ran.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import sys
+from pathlib import Path
+
+from harness.config import JobFileError, expand_grid, load_job_file
+from harness.results import SweepStore, atomic_write_text, utc_now
+
+LOOPBACK = "127.0.0.1"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m harness.submit",
+                                 description="Run a deqbench sweep on Ray and write its records and report.")
+    ap.add_argument("job_file", help="a job file, e.g. jobs/quickstart.yaml")
+    ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                    help="join this Ray cluster (default: $RAY_ADDRESS, else start an embedded one)")
+    ap.add_argument("--dry-run", action="store_true", help="print the expanded runs and resources, then exit")
+    ap.add_argument("--fresh", action="store_true", help="move the old sweep folder aside and start over")
+    ap.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    ap.add_argument("--results", default="results", help="results root (default: results/)")
+    ap.add_argument("--reports", default="reports", help="reports root (default: reports/)")
+    ap.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    ap.add_argument("--num-cpus", type=float, default=None, help="CPUs of the embedded Ray (default: all)")
+    ap.add_argument("--dashboard-host", default=LOOPBACK,
+                    help="address the embedded dashboard listens on (default 127.0.0.1; anything else "
+                         "exposes a service that runs code for whoever reaches it)")
+    ap.add_argument("--dashboard-port", type=int, default=8265)
+    return ap.parse_args(argv)
+
+
+def prepare(args: argparse.Namespace) -> tuple[object, str, list[dict]]:
+    """Everything that can reject the input, in order; raises JobFileError."""
+    from harness import checks
+
+    job, text = load_job_file(args.job_file)
+    runs = expand_grid(job, args.job_file)
+    checks.check_models(runs, args.job_file)
+    checks.check_deepspeed(runs, args.job_file)
+    checks.check_data(runs, args.job_file)
+    return job, text, runs
+
+
+def print_runs(runs: list[dict], out=sys.stdout) -> None:
+    print(f"{len(runs)} runs:", file=out)
+    for r in runs:
+        res = r["resources"]
+        print(f"  {r['run_id']}  {r['name']:<28} task={r['task']} cell={r['model'].get('cell')} "
+              f"depth={r['model'].get('depth')} steps={r['train']['steps']} "
+              f"workers={res['workers']} x ({res['cpus_per_worker']} CPU, {res['gpus_per_worker']} GPU)",
+              file=out)
+
+
+def open_sweep(results_root: Path, job, text: str, runs: list[dict], job_file: str, fresh: bool) -> SweepStore:
+    from harness.envinfo import environment
+
+    sweep_dir = results_root / job.name
+    if fresh and sweep_dir.exists():
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        archived = sweep_dir.with_name(f"{job.name}-{stamp}")
+        sweep_dir.rename(archived)
+        print(f"--fresh: the previous results were moved to {archived}")
+    store = SweepStore(sweep_dir)
+    meta = store.read_meta()
+    store.write_meta({"name": job.name, "job_file": str(job_file), "created": meta.get("created") or utc_now(),
+                      "submitted": utc_now(), "env": environment(),
+                      "run_ids": [r["run_id"] for r in runs]})
+    atomic_write_text(sweep_dir / "job.yaml", text)
+    for spec in runs:
+        rec = store.run(spec["run_id"])
+        rec.write_spec(spec)
+        if not (rec.dir / "status.json").exists():
+            rec.set_status("pending")
+    return store
+
+
+def start_ray(args: argparse.Namespace):
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled" if not args.address else os.environ.get("RAY_AUTH_MODE", "disabled"))
+    if args.address:
+        ctx = ray.init(address=args.address, log_to_driver=False)
+        print(f"joined Ray cluster at {args.address}")
+    else:
+        if args.dashboard_host != LOOPBACK:
+            print(f"warning: the Ray dashboard will listen on {args.dashboard_host}:{args.dashboard_port}; "
+                  "it has no authentication and runs code for whoever reaches it", file=sys.stderr)
+        ctx = ray.init(num_cpus=args.num_cpus, include_dashboard=True, dashboard_host=args.dashboard_host,
+                       dashboard_port=args.dashboard_port, _node_ip_address=LOOPBACK,
+                       log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    url = getattr(ctx, "dashboard_url", None)
+    if url:
+        print(f"Ray dashboard: http://{url}")
+    return ray
+
+
+def runs_to_do(store: SweepStore, runs: list[dict], retry_failed: bool) -> list[dict]:
+    todo = []
+    for spec in runs:
+        state = store.run(spec["run_id"]).read_status().get("state")
+        if state == "finished" or (state == "failed" and not retry_failed):
+            continue
+        todo.append(spec)
+    return todo
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        job, text, runs = prepare(args)
+        if args.dry_run:
+            print_runs(runs)
+            return 0
+        from harness.checks import check_output_dir
+
+        check_output_dir(Path(args.results), "results", args.job_file)
+        if not args.no_report:
+            check_output_dir(Path(args.reports), "reports", args.job_file)
+    except JobFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+    store = open_sweep(Path(args.results), job, text, runs, args.job_file, args.fresh)
+    todo = runs_to_do(store, runs, args.retry_failed)
+    skipped = len(runs) - len(todo)
+    print(f"sweep {job.name}: {len(runs)} runs, {skipped} already done, {len(todo)} to run -> {store.dir}")
+    if todo:
+        ray = start_ray(args)
+        try:
+            from harness.checks import check_resources
+
+            check_resources(todo, ray.nodes(), args.job_file)
+        except JobFileError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            ray.shutdown()
+            return 2
+        from harness.launch import run_all
+
+        try:
+            run_all(ray, store, todo)
+        finally:
+            ray.shutdown()
+    failed = [r for r in runs if store.run(r["run_id"]).read_status().get("state") != "finished"]
+    if not args.no_report:
+        try:
+            from harness.report import write_report
+
+            out = write_report(store.dir, Path(args.reports) / job.name)
+            print(f"report: {out}")
+        except Exception as exc:  # a report problem never hides the runs' outcome
+            print(f"warning: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
+    for r in failed:
+        st = store.run(r["run_id"]).read_status()
+        print(f"failed: {r['name']} ({r['run_id']}): {st.get('reason')}", file=sys.stderr)
+    print(f"done: {len(runs) - len(failed)} finished, {len(failed)} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""The per-worker training function: data shard -> model -> DeepSpeed -> steps -> records.
+
+Under Ray, ``harness.submit`` runs :func:`train_worker` in every worker of a Ray Train
+``TorchTrainer``. Without Ray, one run of a job file trains in this process (world size 1),
+for debugging, profiling, or machines where Ray is not installed::
+
+    python -m harness.train jobs/quickstart.yaml --run deq12_s0      # name or run id
+    python -m harness.train jobs/quickstart.yaml --list              # the runs it holds
+
+Both paths write the same records (docs/records.md). What one run does:
+
+1. seed, pick the device (CUDA -> nccl + bf16, CPU -> gloo + fp32), load this rank's data;
+2. ``models.build_model`` -> ``deepspeed.initialize`` (DeepSpeed config from the job file);
+3. resume from the last checkpoint if there is one (Ray Train's, or the run folder's);
+4. train: timed steps after ``measure_warmup`` (``measure_steps`` of them), a report every
+   ``log_interval`` steps (values averaged over ranks), eval every ``eval_interval``,
+   a checkpoint every ``checkpoint_interval`` and at the end;
+5. a non-finite loss or solver residual stops the run, recorded as failed with the reason;
+6. final eval on validation and test, then the summary (DESIGN.md's metrics).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from harness import metrics as M
+from harness.dsconfig import deepspeed_config
+from harness.envinfo import environment
+from harness.results import RunRecord, utc_now
+from harness.session import LocalSession, Session, scratch_dir
+from harness.workload import Workload
+
+log = logging.getLogger("deqbench.train")
+SOLVER_KEYS = ("fwd_nstep", "fwd_abs_res_mean", "fwd_abs_res_max", "fwd_rel_res_mean",
+               "fwd_rel_res_max")
+BWD_KEYS = ("bwd_nstep", "bwd_res_mean", "bwd_res_max")
+
+
+class Diverged(RuntimeError):
+    """A non-finite loss or solver residual: the run stops and is recorded as failed."""
+
+
+def _device(session: Session) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(session.local_rank)
+        return torch.device("cuda", session.local_rank)
+    return torch.device("cpu")
+
+
+def _setup_logging(run_dir: Path, rank: int) -> None:
+    try:
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(run_dir / "logs" / f"rank{rank}.log")
+    except OSError:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s rank%(rank)s %(levelname)s %(message)s"))
+    handler.addFilter(lambda r: setattr(r, "rank", rank) or True)
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point (``train_loop_per_worker``)."""
+    from harness.session import RaySession
+
+    spec = config["spec"]
+    tags = {"sweep": spec["sweep"], "run_id": spec["run_id"],
+            "strategy": str(spec["model"].get("depth", {}).get("kind", ""))}
+    run_training(spec, Path(config["run_dir"]), RaySession(tags))
+
+
+def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
+    """Train one run on this worker; rank 0's reports become the run's records."""
+    train_cfg = spec["train"]
+    _setup_logging(run_dir, session.rank)
+    torch.manual_seed(train_cfg["seed"])
+    cpus = spec["resources"].get("cpus_per_worker", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    device = _device(session)
+    is_main = session.rank == 0
+
+    work = Workload(spec, rank=session.rank, world_size=session.world_size, device=device)
+    model = work.build_model()
+    counts = model.param_counts()
+    import deepspeed
+
+    ds_cfg = deepspeed_config(spec, cuda=device.type == "cuda")
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                                   config=ds_cfg)
+    start_step, resumed_from = 0, None
+    with session.checkpoint() as ckpt:
+        if ckpt is not None:
+            _, client = engine.load_checkpoint(str(ckpt), tag="latest_run_ckpt")
+            start_step = resumed_from = int((client or {}).get("step", 0))
+            log.info("resumed from checkpoint at step %d", start_step)
+
+    env = environment(seeds={"train": train_cfg["seed"]}, world_size=session.world_size) if is_main else None
+    first: dict[str, Any] = {"status": {"state": "running", "step": start_step}, "env": env,
+                             "resumed_from": resumed_from}
+    session.report(first if is_main else {})
+    act_bytes = work.activation_bytes(engine.module)  # every rank: ZeRO-3 forwards gather
+
+    steps = train_cfg["steps"]
+    # timed steps: after the warm-up, counted from where this attempt starts (a resumed run
+    # pays its warm-up again), squeezed into the steps left if need be
+    n_measure = min(train_cfg["measure_steps"], steps - start_step)
+    measure_from = min(start_step + train_cfg["measure_warmup"], steps - n_measure)
+    measure_to = measure_from + n_measure
+    window = M.MemoryWindow(device)
+    timed: dict[str, list[float]] = {"step": [], "fwd": [], "bwd": [], "solver": []}
+    pending: list[dict] = []
+    agg = _Aggregate()
+    evals: dict[str, float] = {}
+    t_start = M.now(device)
+    last_loss = float("nan")
+    peak = 0
+    tokens_per_step = work.tokens_per_batch * session.world_size
+    try:
+        for step in range(start_step + 1, steps + 1):
+            engine.train()
+            engine.module.set_step(step)
+            if step == measure_from + 1:
+                window.begin()
+            inputs, targets = work.train_batch(step - 1)
+            t0 = M.now(device)
+            out = engine(inputs, targets)
+            t1 = M.now(device)
+            engine.backward(out.loss)
+            t2 = M.now(device)
+            engine.step()
+            t3 = M.now(device)
+            stats = dict(out.stats)
+            stats.update(out.backward_stats())
+            if measure_from < step <= measure_to:
+                timed["step"].append(t3 - t0)
+                timed["fwd"].append(t1 - t0)
+                timed["bwd"].append(t2 - t1)
+                timed["solver"].append(float(stats.get("fwd_solve_s", 0.0)))
+                if step == measure_to:
+                    peak = window.peak_bytes()
+            agg.add(float(out.loss.detach()), stats)
+            do_log = step % train_cfg["log_interval"] == 0 or step == steps
+            ckpt_every = train_cfg["checkpoint_interval"]
+            do_ckpt = bool(ckpt_every) and step % ckpt_every == 0 and step != steps
+            if do_log:
+                rec = agg.flush(device)
+                last_loss = rec["loss"]
+                rec.update(kind="train", step=step, elapsed_s=M.now(device) - t_start,
+                           lr=float(engine.get_lr()[0]))
+                if timed["step"]:
+                    rec["step_time_s"] = timed["step"][-1]
+                    rec["tokens_per_s"] = tokens_per_step / max(timed["step"][-1], 1e-12)
+                _check_finite(rec, step)
+                pending.append(rec)
+            interval = train_cfg["eval_interval"]
+            if interval and step % interval == 0 and step != steps:
+                ev = work.evaluate(engine, "valid", max_batches=train_cfg["eval_batches"])
+                pending.append({"kind": "eval", "step": step, "elapsed_s": M.now(device) - t_start,
+                                **{f"val_{k}": v for k, v in ev.items()}})
+            if do_ckpt:
+                _report_with_checkpoint(session, engine, step, pending if is_main else [])
+                pending = []
+            elif do_log:
+                session.report({"records": pending, "status": {"state": "running", "step": step}}
+                               if is_main else {})
+                pending = []
+    except Diverged as exc:  # every rank sees the same all-reduced values, so all stop here
+        reason = f"Diverged: {exc}"
+        log.error(reason)
+        session.report({"records": pending, "failed": reason, "status": {"step": step}}
+                       if is_main else {})
+        return None
+
+    evals.update({f"val_{k}": v for k, v in work.evaluate(engine, "valid").items()})
+    evals.update({f"test_{k}": v for k, v in work.evaluate(engine, "test",
+                                                           max_batches=train_cfg["test_batches"] or None).items()})
+    wall = M.now(device) - t_start
+    step_time = M.median(timed["step"])
+    summary: dict[str, Any] = {
+        "run_id": spec["run_id"], "sweep": spec["sweep"], "name": spec["name"], "task": spec["task"],
+        "dataset": spec["data"]["dataset"], "cell": spec["model"].get("cell"),
+        "strategy": spec["model"].get("depth", {}).get("kind"), "depth": work.depth_size,
+        "seed": train_cfg["seed"], "world_size": session.world_size,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "params_total": counts["total"], "params_embedding": counts["embedding"],
+        "params_non_embedding": counts["non_embedding"],
+        "activation_bytes": act_bytes, "peak_mem_bytes": peak,
+        "static_mem_bytes": M.static_mem_bytes(engine.module, optimizer),
+        "step_time_s": step_time, "fwd_time_s": M.median(timed["fwd"]),
+        "bwd_time_s": M.median(timed["bwd"]), "solver_time_s": M.median(timed["solver"]),
+        "tokens_per_s": tokens_per_step / step_time if step_time > 0 else None,
+        "wall_time_s": wall, "steps": steps, "train_loss": last_loss,
+        "optimal_ppl": work.optimal_ppl, **agg.summary(), **evals,
+    }
+    summary = _reduce_summary(summary, device)
+    final = {"records": [{"kind": "eval", "step": steps, "elapsed_s": wall,
+                          **{k: v for k, v in evals.items() if k.startswith("val_")}}],
+             "summary": summary,
+             "status": {"state": "finished", "step": steps, "reason": None, "rank": None}}
+    session.report(final if is_main else {})
+    log.info("finished: %s", {k: summary.get(k) for k in ("val_ppl", "test_ppl", "step_time_s")})
+    return summary if is_main else None
+
+
+def _report_with_checkpoint(session: Session, engine, step: int, records: list[dict]) -> None:
+    with scratch_dir("deqbench-ckpt-") as tmp:
+        engine.save_checkpoint(str(tmp), tag="latest_run_ckpt", client_state={"step": step})
+        report = {"records": records, "status": {"state": "running", "step": step}}
+        session.report(report if session.rank == 0 else {}, checkpoint_dir=tmp)
+
+
+def _check_finite(rec: dict, step: int) -> None:
+    for key in ("loss", "fwd_abs_res", "fwd_rel_res"):
+        value = rec.get(key)
+        if value is not None and not math.isfinite(value):
+            raise Diverged(f"non-finite {key} ({value}) at step {step}")
+
+
+class _Aggregate:
+    """Running loss and model stats between two reports, and over the whole run."""
+
+    def __init__(self) -> None:
+        self.loss: list[float] = []
+        self.window: dict[str, list[float]] = {}
+        self.total: dict[str, list[float]] = {}
+
+    def add(self, loss: float, stats: dict[str, float]) -> None:
+        self.loss.append(loss)
+        for k, v in stats.items():
+            self.window.setdefault(k, []).append(float(v))
+            self.total.setdefault(k, []).append(float(v))
+
+    def flush(self, device: torch.device) -> dict[str, float]:
+        means = {k: sum(v) / len(v) for k, v in self.window.items() if v}
+        means["loss"] = sum(self.loss) / max(len(self.loss), 1)
+        maxes = {k: max(v) for k, v in self.window.items() if v and k.endswith("_max")}
+        means, maxes = M.all_reduce_stats(means, maxes, device)
+        rec = {"loss": means["loss"], "nfe": means.get("nfe")}
+        if "fwd_nstep" in means:
+            rec.update(fwd_nstep=means["fwd_nstep"], fwd_abs_res=means.get("fwd_abs_res_mean"),
+                       fwd_rel_res=means.get("fwd_rel_res_mean"))
+        if "bwd_nstep" in means:
+            rec.update(bwd_nstep=means["bwd_nstep"], bwd_res=means.get("bwd_res_mean"))
+        self.loss, self.window = [], {}
+        return rec
+
+    def summary(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {"nfe": _mean(self.total.get("nfe"))}
+        for key in ("fwd_nstep", "bwd_nstep"):
+            out[f"{key}_mean"] = _mean(self.total.get(key))
+            out[f"{key}_max"] = max(self.total[key]) if self.total.get(key) else None
+        for key in ("fwd_abs_res", "fwd_rel_res", "bwd_res"):
+            out[f"{key}_mean"] = _mean(self.total.get(f"{key}_mean"))
+            out[f"{key}_max"] = max(self.total[f"{key}_max"]) if self.total.get(f"{key}_max") else None
+        return out
+
+
+def _mean(values: list[float] | None) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _reduce_summary(summary: dict, device: torch.device) -> dict:
+    """Average timing/solver means over ranks and take maxima of the maxima."""
+    numeric = {k: v for k, v in summary.items()
+               if isinstance(v, float) and not k.startswith(("val_", "test_"))}
+    means = {k: v for k, v in numeric.items() if not k.endswith("_max")}
+    maxes = {k: v for k, v in numeric.items() if k.endswith("_max")}
+    maxes["peak_mem_bytes"] = float(summary["peak_mem_bytes"])
+    means, maxes = M.all_reduce_stats(means, maxes, device)
+    out = dict(summary)
+    out.update(means)
+    out.update(maxes)
+    out["peak_mem_bytes"] = int(maxes["peak_mem_bytes"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one run of a job file in this process, without Ray (world size 1)."""
+    from harness.config import JobFileError, expand_grid, load_job_file
+    from harness.results import SweepStore
+
+    ap = argparse.ArgumentParser(prog="python -m harness.train", description=main.__doc__)
+    ap.add_argument("job_file")
+    ap.add_argument("--run", help="run name or run id (see --list)")
+    ap.add_argument("--list", action="store_true", help="list the runs of the job file and exit")
+    ap.add_argument("--results", default="results", help="results root (default: results/)")
+    args = ap.parse_args(argv)
+    try:
+        job, text = load_job_file(args.job_file)
+        runs = expand_grid(job, args.job_file)
+    except JobFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.list or not args.run:
+        for r in runs:
+            print(f"{r['run_id']}  {r['name']}")
+        return 0 if args.list else 2
+    matches = [r for r in runs if args.run in (r["run_id"], r["name"])]
+    if not matches:
+        print(f"error: {args.job_file}: no run named {args.run!r}; see --list", file=sys.stderr)
+        return 2
+    spec = matches[0]
+    spec["resources"] = {**spec["resources"], "workers": 1}
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29511")
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    store = SweepStore(Path(args.results) / job.name)
+    record = store.run(spec["run_id"])
+    record.write_spec(spec)
+    record.set_status("running", attempt=int(record.read_status().get("attempt") or 0) + 1)
+    summary = run_training(spec, record.dir, LocalSession(record))
+    print(f"{spec['name']} ({spec['run_id']}): {record.read_status()['state']} -> {record.dir}")
+    return 0 if summary is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
