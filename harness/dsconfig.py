@@ -24,7 +24,7 @@ def _merge(base: dict, override: dict) -> dict:
 
 
 def _scheduler(train: dict) -> dict:
-    warm = int(train.get("warmup_steps", 0))
+    warm = max(int(train.get("warmup_steps", 0)), 1)  # DeepSpeed's schedulers need >= 1
     total = max(int(train["steps"]), warm + 1)
     lr = float(train["lr"])
     kind = train.get("lr_schedule", "cosine")
@@ -34,7 +34,7 @@ def _scheduler(train: dict) -> dict:
     if kind == "linear":
         return {"type": "WarmupDecayLR", "params": {"total_num_steps": total, "warmup_num_steps": warm,
                                                     "warmup_min_lr": 0.0, "warmup_max_lr": lr}}
-    return {"type": "WarmupLR", "params": {"warmup_num_steps": max(warm, 1), "warmup_min_lr": 0.0 if warm else lr,
+    return {"type": "WarmupLR", "params": {"warmup_num_steps": warm, "warmup_min_lr": 0.0,
                                            "warmup_max_lr": lr, "warmup_type": "linear"}}
 
 

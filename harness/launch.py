@@ -18,7 +18,6 @@ from harness.session import describe_exception
 
 def _fit_run(spec: dict, run_dir: str) -> str:
     """Body of the Ray task of one run: build and fit its TorchTrainer; returns its state."""
-    import torch
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -32,8 +31,7 @@ def _fit_run(spec: dict, run_dir: str) -> str:
     per_worker = {"CPU": res["cpus_per_worker"]}
     if res["gpus_per_worker"]:
         per_worker["GPU"] = res["gpus_per_worker"]
-    status = record.read_status()
-    record.set_status("running", reason=None, rank=None, attempt=int(status.get("attempt") or 0) + 1)
+    record.set_status("running", reason=None, rank=None)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"spec": spec, "run_dir": run_dir},

@@ -35,6 +35,9 @@ def apply_report(record: RunRecord, report: dict[str, Any]) -> None:
     """Write one report into a run's records (idempotent for status, append for metrics)."""
     if not report:
         return
+    if report.get("env"):  # the first report of each (re)start of the workers: count the attempt
+        attempt = int(record.read_status().get("attempt") or 0) + 1
+        report = {**report, "status": {**(report.get("status") or {}), "attempt": attempt}}
     if report.get("resumed_from") is not None:
         record.truncate_metrics(int(report["resumed_from"]))
     if report.get("env"):
@@ -153,9 +156,8 @@ def record_callback(run_dir: str):
         def after_exception(self, run_context, worker_exceptions):
             record = RunRecord(self.run_dir)
             rank, exc = sorted(worker_exceptions.items())[0]
-            status = record.read_status()
-            record.set_status("running", reason=f"worker restart after {describe_exception(exc)}",
-                              rank=rank, attempt=int(status.get("attempt") or 0) + 1)
+            # the run goes on if Ray Train restarts the workers; if not, launch marks it failed
+            record.set_status("running", reason=f"worker error: {describe_exception(exc)}", rank=rank)
 
     return RecordCallback(run_dir)
 

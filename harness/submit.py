@@ -98,7 +98,10 @@ def open_sweep(results_root: Path, job, text: str, runs: list[dict], job_file: s
 def start_ray(args: argparse.Namespace):
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled" if not args.address else os.environ.get("RAY_AUTH_MODE", "disabled"))
+    # Decide the auth mode explicitly (Ray 2.59+ would turn token auth on for a local ray.init()
+    # and then refuse later CLI calls). Clusters with token auth: export RAY_AUTH_MODE=token and
+    # RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) before submitting; see the README, "Security".
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if args.address:
         ctx = ray.init(address=args.address, log_to_driver=False)
         print(f"joined Ray cluster at {args.address}")

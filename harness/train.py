@@ -147,6 +147,7 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
                 timed["solver"].append(float(stats.get("fwd_solve_s", 0.0)))
                 if step == measure_to:
                     peak = window.peak_bytes()
+            stats["step_time_s"] = t3 - t0
             agg.add(float(out.loss.detach()), stats)
             do_log = step % train_cfg["log_interval"] == 0 or step == steps
             ckpt_every = train_cfg["checkpoint_interval"]
@@ -155,10 +156,8 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
                 rec = agg.flush(device)
                 last_loss = rec["loss"]
                 rec.update(kind="train", step=step, elapsed_s=M.now(device) - t_start,
-                           lr=float(engine.get_lr()[0]))
-                if timed["step"]:
-                    rec["step_time_s"] = timed["step"][-1]
-                    rec["tokens_per_s"] = tokens_per_step / max(timed["step"][-1], 1e-12)
+                           lr=float(engine.get_lr()[0]),
+                           tokens_per_s=tokens_per_step / max(rec["step_time_s"], 1e-12))
                 _check_finite(rec, step)
                 pending.append(rec)
             interval = train_cfg["eval_interval"]
@@ -244,7 +243,7 @@ class _Aggregate:
         means["loss"] = sum(self.loss) / max(len(self.loss), 1)
         maxes = {k: max(v) for k, v in self.window.items() if v and k.endswith("_max")}
         means, maxes = M.all_reduce_stats(means, maxes, device)
-        rec = {"loss": means["loss"], "nfe": means.get("nfe")}
+        rec = {"loss": means["loss"], "nfe": means.get("nfe"), "step_time_s": means.get("step_time_s")}
         if "fwd_nstep" in means:
             rec.update(fwd_nstep=means["fwd_nstep"], fwd_abs_res=means.get("fwd_abs_res_mean"),
                        fwd_rel_res=means.get("fwd_rel_res_mean"))
@@ -318,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     store = SweepStore(Path(args.results) / job.name)
     record = store.run(spec["run_id"])
     record.write_spec(spec)
-    record.set_status("running", attempt=int(record.read_status().get("attempt") or 0) + 1)
+    record.set_status("running", reason=None, rank=None)
     summary = run_training(spec, record.dir, LocalSession(record))
     print(f"{spec['name']} ({spec['run_id']}): {record.read_status()['state']} -> {record.dir}")
     return 0 if summary is not None else 1
