@@ -1,0 +1,203 @@
+"""Everything a report needs from a sweep's records, read once through harness.results.
+
+``load_report_data(sweep_dir)`` returns a :class:`SweepData`: the run table of
+``harness.results.load_sweep`` with a few derived columns, the per-step metrics of
+``load_metrics``, the job text, ``sweep.json`` and every run's ``env.json``.
+
+Derived run columns (filled from the summary, else from the spec, so failed and
+pending runs have them too):
+
+- ``strategy``, ``depth``, ``seed``, ``cell``, ``task``, ``dataset``;
+- ``model``: a short label of the model a run trains. Runs that differ only in their
+  seed train the same model; the report groups them (mean ± std over seeds).
+  The grouping key is strategy, cell, depth, task, dataset and every grid axis that
+  is not a seed.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from harness.results import SweepStore, load_metrics, load_sweep
+
+# Display order of the depth strategies (unknown ones follow, alphabetically).
+STRATEGY_ORDER = ("explicit", "weight_tied", "checkpointed", "neural_ode", "deq")
+
+# The summary fields of docs/records.md, in the order the CSV lists them.
+IDENTITY_FIELDS = ("sweep", "task", "dataset", "cell", "strategy", "depth", "seed", "world_size", "device")
+SIZE_FIELDS = ("params_total", "params_embedding", "params_non_embedding")
+MEMORY_FIELDS = ("activation_bytes", "peak_mem_bytes", "static_mem_bytes")
+SPEED_FIELDS = ("step_time_s", "fwd_time_s", "bwd_time_s", "solver_time_s", "tokens_per_s",
+                "wall_time_s", "steps")
+DEPTH_FIELDS = ("nfe", "fwd_nstep_mean", "fwd_nstep_max", "fwd_abs_res_mean", "fwd_abs_res_max",
+                "fwd_rel_res_mean", "fwd_rel_res_max", "bwd_nstep_mean", "bwd_nstep_max",
+                "bwd_res_mean", "bwd_res_max")
+QUALITY_FIELDS = ("train_loss", "val_loss", "val_ppl", "test_loss", "test_ppl", "val_acc", "test_acc",
+                  "optimal_ppl")
+METRIC_FIELDS = SIZE_FIELDS + MEMORY_FIELDS + SPEED_FIELDS + DEPTH_FIELDS + QUALITY_FIELDS
+
+# Where a run's depth lives in the model config, by strategy.
+_DEPTH_OPTION = {"deq": "max_iter", "neural_ode": "steps"}
+
+
+@dataclass(frozen=True)
+class SweepData:
+    """A sweep's records, ready for tables and figures."""
+
+    sweep_dir: Path
+    name: str
+    meta: dict
+    job_text: str | None
+    runs: pd.DataFrame        # one row per run (load_sweep + derived columns)
+    metrics: pd.DataFrame     # one row per per-step record, with run_id and model
+    envs: dict[str, dict]     # run_id -> env.json
+    group_fields: tuple[str, ...]
+    extra_fields: tuple[str, ...]  # group fields besides strategy/depth that tell models apart
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        """Runs whose state is ``finished`` (the ones with a summary)."""
+        return self.runs[self.runs["state"] == "finished"]
+
+    def strategies(self) -> list[str]:
+        """Strategies present in the sweep, in display order."""
+        return order_strategies(self.runs["strategy"].dropna().unique()) if len(self.runs) else []
+
+
+def order_strategies(names: Iterable[Any]) -> list[str]:
+    """Known strategies in STRATEGY_ORDER, then the others alphabetically."""
+    names = {str(n) for n in names}
+    known = [s for s in STRATEGY_ORDER if s in names]
+    return known + sorted(names - set(known))
+
+
+def is_seed_axis(key: str) -> bool:
+    """Grid axes that only change the random seed (``seed``, ``train.seed``, ``data_seed``)."""
+    return key.split(".")[-1].endswith("seed")
+
+
+def _first(*values: Any) -> Any:
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        return value
+    return None
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+def _spec_depth(row: pd.Series, strategy: Any) -> Any:
+    option = _DEPTH_OPTION.get(str(strategy), "layers")
+    return _first(row.get(f"spec.model.depth.{option}"), row.get("spec.model.depth.layers"))
+
+
+def _derive_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """Add strategy/depth/seed/cell/task/dataset from summary, else spec, else grid."""
+    runs = runs.copy()
+    for field in IDENTITY_FIELDS + METRIC_FIELDS:
+        if field not in runs.columns:
+            runs[field] = None
+    derived: dict[str, list] = {k: [] for k in ("strategy", "depth", "seed", "cell", "task", "dataset")}
+    for _, row in runs.iterrows():
+        strategy = _first(row.get("strategy"), row.get("spec.model.depth.kind"),
+                          row.get("grid.model.depth.kind"))
+        derived["strategy"].append(strategy)
+        derived["depth"].append(_first(row.get("depth"), _spec_depth(row, strategy)))
+        derived["seed"].append(_first(row.get("seed"), row.get("spec.train.seed"), row.get("grid.seed")))
+        derived["cell"].append(_first(row.get("cell"), row.get("spec.model.cell")))
+        derived["task"].append(_first(row.get("task"), row.get("spec.task")))
+        derived["dataset"].append(_first(row.get("dataset"), row.get("spec.data.dataset")))
+    derived["seed"] = [int(s) if isinstance(s, float) and s.is_integer() else s for s in derived["seed"]]
+    for key, values in derived.items():
+        runs[key] = pd.Series(values, index=runs.index, dtype=object)
+    for field in METRIC_FIELDS + ("depth",):
+        runs[field] = pd.to_numeric(runs[field], errors="coerce")
+    runs["state"] = runs["state"].fillna("pending") if "state" in runs else "pending"
+    return runs
+
+
+def _label_value(value: Any) -> str:
+    """A grouping value for a label: integral floats as ints, grid cases by their ``label``."""
+    if isinstance(value, str) and value.startswith(("{", "[")):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+    if isinstance(value, dict):
+        return str(value.get("label") or " ".join(f"{k}={_label_value(v)}" for k, v in value.items()))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def field_label(field: str, value: Any) -> str:
+    """One part of a model label: ``depth 8``, ``task=copy``, ``cases=lm``."""
+    text = _label_value(value)
+    return f"depth {text}" if field == "depth" else f"{field.removeprefix('grid.')}={text}"
+
+
+def _model_labels(runs: pd.DataFrame, group_fields: tuple[str, ...]) -> tuple[list[str], tuple[str, ...]]:
+    """One short, unique label per model: the strategy, then only the settings needed to tell
+    models apart, tried in the order depth, task, dataset, cell, other grid axes
+    (e.g. "deq, depth 8" or "deq, task=copy").
+
+    Also returns the label fields other than depth (``extra_fields``): a model's series in
+    the memory-against-depth figure is its strategy plus these.
+    """
+    keys = [tuple(_hashable(row[f]) for f in group_fields) for _, row in runs.iterrows()]
+    index = {f: i for i, f in enumerate(group_fields)}
+    models = sorted(set(keys), key=str)
+    partial = {m: (m[index["strategy"]],) for m in models}
+    chosen = []
+    for field in group_fields:
+        if field == "strategy":
+            continue
+        values: dict[tuple, set] = {}
+        for m in models:
+            values.setdefault(partial[m], set()).add(m[index[field]])
+        if any(len(v) > 1 for v in values.values()):  # the field tells tied models apart
+            chosen.append(field)
+            partial = {m: partial[m] + (m[index[field]],) for m in models}
+    labels = [", ".join([str(k[index["strategy"]])] + [field_label(f, k[index[f]]) for f in chosen]) for k in keys]
+    return labels, tuple(f for f in chosen if f != "depth")
+
+
+def load_report_data(sweep_dir: str | Path) -> SweepData:
+    """Read a sweep folder (``results/<sweep>``) for a report; raises FileNotFoundError if absent."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir}: no such sweep folder (expected results/<sweep>/)")
+    store = SweepStore(sweep_dir)
+    meta = store.read_meta() or {}
+    runs = load_sweep(sweep_dir)
+    if runs.empty:
+        runs = pd.DataFrame(columns=["run_id", "name", "state", "reason", "failed_rank", "attempt",
+                                     "step", "started", "ended"])
+    runs = _derive_columns(runs)
+    grid_axes = sorted(c for c in runs.columns if c.startswith("grid.") and not is_seed_axis(c[5:]))
+    group_fields = ("strategy", "depth", "task", "dataset", "cell", *grid_axes)
+    labels, extra_fields = _model_labels(runs, group_fields) if len(runs) else ([], ())
+    runs["model"] = pd.Series(labels, index=runs.index, dtype=object)
+    runs["model_key"] = [json.dumps([_hashable(row[f]) for f in group_fields], default=str)
+                         for _, row in runs.iterrows()]
+
+    metrics = load_metrics(sweep_dir)
+    labels = dict(zip(runs["run_id"], runs["model"]))
+    metrics["model"] = metrics["run_id"].map(labels)
+    envs = {run_id: store.run(run_id).read_env() or {} for run_id in runs["run_id"]}
+    return SweepData(sweep_dir=sweep_dir, name=str(meta.get("name") or sweep_dir.name), meta=meta,
+                     job_text=store.job_text(), runs=runs.reset_index(drop=True), metrics=metrics,
+                     envs=envs, group_fields=group_fields, extra_fields=extra_fields)

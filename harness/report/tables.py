@@ -1,0 +1,261 @@
+"""Numbers of a report: per-model aggregates, baseline-relative columns, display tables.
+
+- :func:`model_frame`: one row per model (runs grouped by everything but the seed),
+  ``<metric>_mean``, ``<metric>_std`` (sample std, ddof=1) and ``n`` over its finished
+  runs, plus the columns relative to the baseline: ``activation_saved_pct`` and
+  ``peak_mem_saved_pct`` (100 * (1 - model / baseline), so positive means less memory)
+  and ``slowdown_x`` (step time / baseline step time).
+- :func:`summary_frame`: the per-run ``summary.csv`` (every summary field, grid axes,
+  spec columns, and the relative columns against the run's baseline model).
+- :func:`display_tables`: :class:`Table` objects in human units for HTML and Markdown.
+
+The baseline model of a model is the model of the baseline strategy with the same task
+and dataset that shares the most other settings with it (depth, cell, grid axes); ties
+go to the closest depth, then the deeper one. Sweeps with several tasks get one set of
+tables per task.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from harness.report.data import METRIC_FIELDS, IDENTITY_FIELDS, SweepData, order_strategies
+from harness.report.units import EM_DASH, format_stat, format_value, is_missing
+
+RELATIVE_FIELDS = ("activation_saved_pct", "peak_mem_saved_pct", "slowdown_x")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its header, what it means (tooltip / footnote) and its unit kind."""
+
+    header: str
+    field: str
+    kind: str
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A display table: headers and rows of already formatted strings."""
+
+    title: str
+    caption: str
+    columns: list[Column]
+    rows: list[list[str]]
+    row_notes: list[str] = field(default_factory=list)  # per-row tooltip (HTML only)
+
+
+def choose_baseline(data: SweepData, baseline: str | None = None) -> str | None:
+    """The baseline strategy: the one asked for, else ``explicit`` if present, else the first."""
+    strategies = data.strategies()
+    if baseline is not None:
+        if baseline not in strategies:
+            allowed = ", ".join(strategies) or "(none: the sweep has no runs)"
+            raise ValueError(f"baseline: {baseline!r} is not a strategy of this sweep; choose one of: {allowed}")
+        return baseline
+    if not strategies:
+        return None
+    return "explicit" if "explicit" in strategies else strategies[0]
+
+
+def _sort_key(strategy: str, depth: float, first_run: int, order: list[str]) -> tuple:
+    """Models in strategy order, then by depth, then in the sweep's own run order."""
+    rank = order.index(strategy) if strategy in order else len(order)
+    return rank, (math.inf if is_missing(depth) else float(depth)), first_run
+
+
+def _match_baseline(row: pd.Series, candidates: pd.DataFrame, fields: tuple[str, ...]) -> pd.Series | None:
+    """The candidate of the same task and dataset sharing the most settings with ``row``;
+    ties: closest, then larger, depth. None when no candidate has the same task and dataset."""
+    for must in ("task", "dataset"):
+        candidates = candidates[[str(c) == str(row[must]) for c in candidates[must]]] if len(candidates) else candidates
+    if candidates.empty:
+        return None
+    best, best_key = None, None
+    for _, cand in candidates.iterrows():
+        shared = sum(1 for f in fields if f != "strategy" and str(cand[f]) == str(row[f]))
+        if is_missing(row["depth"]) or is_missing(cand["depth"]):
+            gap, deeper = math.inf, 0.0
+        else:
+            gap = abs(math.log(max(float(cand["depth"]), 1e-12) / max(float(row["depth"]), 1e-12)))
+            deeper = float(cand["depth"])
+        key = (-shared, gap, -deeper, str(cand["model"]))
+        if best_key is None or key < best_key:
+            best, best_key = cand, key
+    return best
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    if is_missing(numerator) or is_missing(denominator) or float(denominator) == 0:
+        return math.nan
+    return float(numerator) / float(denominator)
+
+
+def _relative(values: dict, base: pd.Series | None) -> dict:
+    """Memory saved (%) and slowdown (x) of a row's means against its baseline model."""
+    if base is None:
+        return {"baseline_model": None, **{f: math.nan for f in RELATIVE_FIELDS}}
+    act = _ratio(values.get("activation_bytes"), base["activation_bytes_mean"])
+    peak = _ratio(values.get("peak_mem_bytes"), base["peak_mem_bytes_mean"])
+    return {"baseline_model": base["model"],
+            "activation_saved_pct": 100.0 * (1.0 - act) if not is_missing(act) else math.nan,
+            "peak_mem_saved_pct": 100.0 * (1.0 - peak) if not is_missing(peak) else math.nan,
+            "slowdown_x": _ratio(values.get("step_time_s"), base["step_time_s_mean"])}
+
+
+def model_frame(data: SweepData, baseline: str | None = None) -> pd.DataFrame:
+    """One row per model over its finished runs: means, stds, n, and baseline-relative columns."""
+    baseline = choose_baseline(data, baseline)
+    finished = data.finished
+    rows = []
+    for model_key, runs in finished.groupby("model_key", sort=False):
+        first = runs.iloc[0]
+        row = {"model": first["model"], "model_key": model_key, "n": len(runs), "_first": int(runs.index.min()),
+               "n_runs": int((data.runs["model_key"] == model_key).sum()),
+               **{f: first[f] for f in data.group_fields}}
+        row["seeds"] = " ".join(str(s) for s in sorted(runs["seed"].dropna().tolist(), key=str))
+        for metric in METRIC_FIELDS:
+            values = pd.to_numeric(runs[metric], errors="coerce").dropna()
+            row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            row[f"{metric}_n"] = len(values)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    order = order_strategies(data.runs["strategy"].dropna().unique())
+    frame["_sort"] = [_sort_key(r["strategy"], r["depth"], r["_first"], order) for _, r in frame.iterrows()]
+    frame = frame.sort_values("_sort", kind="stable").drop(columns=["_sort", "_first"]).reset_index(drop=True)
+    candidates = frame[frame["strategy"] == baseline]
+    relative = []
+    for _, row in frame.iterrows():
+        base = _match_baseline(row, candidates, data.group_fields)
+        means = {m: row[f"{m}_mean"] for m in ("activation_bytes", "peak_mem_bytes", "step_time_s")}
+        relative.append(_relative(means, base))
+    for key in ("baseline_model", *RELATIVE_FIELDS):
+        frame[key] = [r[key] for r in relative]
+    return frame
+
+
+def summary_frame(data: SweepData, models: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (all states): identity, status, every summary metric, relative columns,
+    grid axes and spec columns, in a fixed column order."""
+    runs = data.runs.copy()
+    by_key = {r["model_key"]: r for _, r in models.iterrows()} if not models.empty else {}
+    by_label = {r["model"]: r for _, r in models.iterrows()} if not models.empty else {}
+    relative = []
+    for _, run in runs.iterrows():
+        model = by_key.get(run["model_key"])
+        base_label = None if model is None else model["baseline_model"]
+        base = by_label.get(base_label) if isinstance(base_label, str) else None
+        values = {m: run[m] for m in ("activation_bytes", "peak_mem_bytes", "step_time_s")}
+        relative.append(_relative(values, base))
+    for key in ("baseline_model", *RELATIVE_FIELDS):
+        runs[key] = [r[key] for r in relative]
+    head = ["run_id", "name", "model", "state", "reason", "failed_rank", "attempt", "step", "started", "ended"]
+    grid = sorted(c for c in runs.columns if c.startswith("grid."))
+    spec = sorted(c for c in runs.columns if c.startswith("spec."))
+    known = set(head) | set(IDENTITY_FIELDS) | set(METRIC_FIELDS) | {"baseline_model", *RELATIVE_FIELDS}
+    other = sorted(c for c in runs.columns if c not in known and c not in grid and c not in spec
+                   and c not in ("model_key",))
+    order = [*head, *IDENTITY_FIELDS, *METRIC_FIELDS, "baseline_model", *RELATIVE_FIELDS, *other, *grid, *spec]
+    return runs[[c for c in order if c in runs.columns]]
+
+
+# --- display tables ---------------------------------------------------------------------------
+
+COST_COLUMNS = [
+    Column("params", "params_non_embedding", "count", "non-embedding parameters"),
+    Column("activations", "activation_bytes", "bytes",
+           "bytes saved for backward in one training forward (unique storages, parameters excluded)"),
+    Column("act. saved", "activation_saved_pct", "pct", "activation memory saved against the baseline"),
+    Column("peak mem", "peak_mem_bytes", "bytes", "peak memory over measured steps (CUDA allocator or RSS growth)"),
+    Column("peak saved", "peak_mem_saved_pct", "pct", "peak memory saved against the baseline"),
+    Column("step time", "step_time_s", "seconds", "median training step time after warm-up"),
+    Column("slowdown", "slowdown_x", "factor", "step time divided by the baseline's"),
+    Column("throughput", "tokens_per_s", "rate", "tokens per second across all data-parallel workers"),
+    Column("nfe", "nfe", "plain", "cell evaluations per forward"),
+]
+# (max over batch and the absolute residual are in summary.csv / models.csv)
+SOLVER_COLUMNS = [
+    Column("fwd nstep", "fwd_nstep_mean", "plain", "forward solver iterations (mean over batch)"),
+    Column("fwd rel. res.", "fwd_rel_res_mean", "sci", "forward relative residual ||f(z)-z||/||f(z)||"),
+    Column("bwd nstep", "bwd_nstep_mean", "plain", "adjoint (backward) solver iterations"),
+    Column("bwd res.", "bwd_res_mean", "sci", "adjoint solver residual"),
+]
+FWD_ABS_RESIDUAL = Column("fwd abs. res.", "fwd_abs_res_mean", "sci", "forward absolute residual ||f(z)-z||")
+LM_QUALITY = [Column("val ppl", "val_ppl", "plain", "validation perplexity exp(mean token NLL)"),
+              Column("test ppl", "test_ppl", "plain", "test perplexity exp(mean token NLL)")]
+COPY_QUALITY = [Column("val loss", "val_loss", "plain", "validation loss (nats)"),
+                Column("val acc", "val_acc", "acc", "validation accuracy on the recalled digits"),
+                Column("test loss", "test_loss", "plain", "test loss (nats)"),
+                Column("test acc", "test_acc", "acc", "test accuracy on the recalled digits")]
+
+
+def _has(models: pd.DataFrame, metric: str) -> bool:
+    column = f"{metric}_mean"
+    return column in models and models[column].notna().any()
+
+
+def _cell(row: pd.Series, col: Column) -> str:
+    if col.field in RELATIVE_FIELDS:
+        return format_value(row[col.field], col.kind)
+    return format_stat(row[f"{col.field}_mean"], row[f"{col.field}_std"], col.kind, int(row[f"{col.field}_n"]))
+
+
+def _table(title: str, caption: str, models: pd.DataFrame, columns: list[Column]) -> Table:
+    head = [Column("model", "model", "text", "runs grouped by everything but the seed"),
+            Column("n", "n", "text", "finished runs (seeds) / runs of this model"),
+            Column("depth", "depth", "plain", "layers; DEQ: max_iter; Neural ODE: steps")]
+    rows, notes = [], []
+    for _, row in models.iterrows():
+        n = f"{row['n']}/{row['n_runs']}" if row["n"] != row["n_runs"] else str(row["n"])
+        depth = EM_DASH if is_missing(row["depth"]) else f"{float(row['depth']):g}"
+        rows.append([str(row["model"]), n, depth, *(_cell(row, c) for c in columns)])
+        base = row.get("baseline_model")
+        notes.append(f"relative columns against: {base}" if isinstance(base, str) else "")
+    return Table(title, caption, head + columns, rows, notes)
+
+
+def display_tables(models: pd.DataFrame, baseline: str | None) -> list[Table]:
+    """The report's tables (cost; quality and solver), one set per task, skipping columns
+    no model of that task has."""
+    if models.empty:
+        return []
+    tasks = list(dict.fromkeys(models["task"].astype(str)))
+    tables = []
+    for task in tasks:
+        subset = models[models["task"].astype(str) == task]
+        suffix = f" \u2014 task {task}" if len(tasks) > 1 else ""
+        tables += _task_tables(subset, baseline, suffix)
+    return tables
+
+
+def _task_tables(models: pd.DataFrame, baseline: str | None, suffix: str) -> list[Table]:
+    tables = []
+    cost = [c for c in COST_COLUMNS if c.field in RELATIVE_FIELDS or _has(models, c.field)]
+    for rel, raw in (("activation_saved_pct", "activation_bytes"), ("peak_mem_saved_pct", "peak_mem_bytes"),
+                     ("slowdown_x", "step_time_s")):
+        if not _has(models, raw) or models[rel].isna().all():
+            cost = [c for c in cost if c.field != rel]
+    if cost:
+        tables.append(_table(
+            "Cost: size, memory and speed" + suffix,
+            f"Mean \u00b1 std over seeds (n finished runs). Saved % and slowdown are relative to the "
+            f"baseline strategy '{baseline}' at the same settings (closest depth where none matches): "
+            f"positive % = less memory; {EM_DASH} = not measured.", models, cost))
+    quality = [c for c in LM_QUALITY + COPY_QUALITY if _has(models, c.field)]
+    if _has(models, "val_ppl") or _has(models, "test_ppl"):
+        quality = [c for c in quality if c.field not in ("val_loss", "test_loss")]
+    solver = [c for c in SOLVER_COLUMNS if _has(models, c.field)]
+    if not _has(models, "fwd_rel_res_mean") and _has(models, "fwd_abs_res_mean"):  # only the absolute one measured
+        solver.insert(min(1, len(solver)), FWD_ABS_RESIDUAL)
+    if quality or solver:
+        tables.append(_table(
+            "Quality and solver behaviour" + suffix,
+            f"Final evaluation and equilibrium-solver statistics (DEQ only; {EM_DASH} for other "
+            "strategies). Mean \u00b1 std over seeds.", models, quality + solver))
+    return tables

@@ -1,0 +1,107 @@
+"""Registries of cells, depth strategies and heads, and ``build_model``.
+
+``CELLS``, ``STRATEGIES`` and ``HEADS`` are plain dicts name -> class; the harness
+reads their keys to validate job files. Add your own with ``register_cell``,
+``register_strategy`` or ``register_head`` (a strategy class must name its options
+dataclass, a subclass of ``DepthOptions``, in ``Options``).
+
+``build_model(config)`` validates a plain dict (or a ``ModelConfig``) and returns a
+``DepthModel``; bad input raises ValueError naming the key, the value and what is
+allowed.
+"""
+from __future__ import annotations
+
+from typing import Any, Union
+
+from .cells import Cell, TransformerCell, TrellisNetCell
+from .config import TASKS, DepthOptions, ModelConfig, parse_dataclass
+from .depth import Checkpointed, DepthStrategy, Explicit, WeightTied
+from .deq import DEQ
+from .heads import AdaptiveSoftmaxLMHead, CopyHead, Head, SoftmaxLMHead
+from .model import DepthModel
+from .ode import NeuralODE
+
+CELLS: dict[str, type[Cell]] = {"transformer": TransformerCell, "trellisnet": TrellisNetCell}
+STRATEGIES: dict[str, type[DepthStrategy]] = {
+    "deq": DEQ, "weight_tied": WeightTied, "checkpointed": Checkpointed,
+    "neural_ode": NeuralODE, "explicit": Explicit,
+}
+HEADS: dict[str, type[Head]] = {
+    "softmax": SoftmaxLMHead, "adaptive_softmax": AdaptiveSoftmaxLMHead, "copy": CopyHead,
+}
+
+
+def _register(registry: dict, kind: str, name: str, cls: type, base: type) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_{kind}: name must be a non-empty string, got {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ValueError(f"register_{kind}: {cls!r} is not a subclass of {base.__name__}")
+    if base is DepthStrategy and not (isinstance(cls.Options, type) and issubclass(cls.Options, DepthOptions)):
+        raise ValueError(f"register_strategy: {cls.__name__}.Options must subclass DepthOptions")
+    registry[name] = cls
+
+
+def register_cell(name: str, cls: type[Cell]) -> None:
+    """Make ``cls`` (constructor ``cls(cfg: ModelConfig)``) available as ``cell: name``."""
+    _register(CELLS, "cell", name, cls, Cell)
+
+
+def register_strategy(name: str, cls: type[DepthStrategy]) -> None:
+    """Make ``cls`` (constructor ``cls(make_cell, options)``) available as ``depth.kind: name``."""
+    _register(STRATEGIES, "strategy", name, cls, DepthStrategy)
+
+
+def register_head(name: str, cls: type[Head]) -> None:
+    """Make ``cls`` (constructor ``cls(cfg, embedding)``) available in ``HEADS``."""
+    _register(HEADS, "head", name, cls, Head)
+
+
+def head_name(cfg: ModelConfig) -> str:
+    """Which head a config uses: "copy", "adaptive_softmax" or "softmax"."""
+    if cfg.task == "copy":
+        return "copy"
+    return "adaptive_softmax" if cfg.adaptive_softmax is not None else "softmax"
+
+
+def _allowed(registry: dict) -> str:
+    return ", ".join(sorted(registry))
+
+
+def parse_config(config: Union[dict[str, Any], ModelConfig]) -> ModelConfig:
+    """Validate a model config dict into a ModelConfig (depth options included)."""
+    if isinstance(config, ModelConfig):
+        raw: dict[str, Any] = {k: getattr(config, k) for k in config.__dataclass_fields__}
+    elif isinstance(config, dict):
+        raw = dict(config)
+    else:
+        raise ValueError(f"model: expected a mapping, got {type(config).__name__}")
+    depth = raw.pop("depth", None)
+    if isinstance(depth, DepthOptions):
+        depth = {k: getattr(depth, k) for k in depth.__dataclass_fields__}
+    if raw.get("task", "lm") == "copy" and "vocab_size" not in raw:
+        raw["vocab_size"] = 10  # copy memory inputs: 0 blank, 1-8 digits, 9 delimiter
+    cfg = parse_dataclass(ModelConfig, raw, "model", skip=("depth",))
+    if cfg.task not in TASKS:
+        raise ValueError(f"model.task: unknown task {cfg.task!r}; allowed: {', '.join(TASKS)}")
+    if cfg.cell not in CELLS:
+        raise ValueError(f"model.cell: unknown cell {cfg.cell!r}; allowed: {_allowed(CELLS)}")
+    if not isinstance(depth, dict) or "kind" not in depth:
+        raise ValueError(f"model.depth: expected a mapping with 'kind' (one of {_allowed(STRATEGIES)}), "
+                         f"got {depth!r}")
+    kind = depth["kind"]
+    if kind not in STRATEGIES:
+        raise ValueError(f"model.depth.kind: unknown strategy {kind!r}; allowed: {_allowed(STRATEGIES)}")
+    options = parse_dataclass(STRATEGIES[kind].Options, depth, "model.depth")
+    cfg = ModelConfig(**{**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "depth": options})
+    cfg.check()
+    CELLS[cfg.cell].check_config(cfg)
+    options.check()
+    return cfg
+
+
+def build_model(config: Union[dict[str, Any], ModelConfig]) -> DepthModel:
+    """Build the model described by ``config`` (see models/__init__.py for the keys)."""
+    cfg = parse_config(config)
+    cell_cls = CELLS[cfg.cell]
+    strategy = STRATEGIES[cfg.depth.kind](lambda: cell_cls(cfg), cfg.depth)
+    return DepthModel(cfg, strategy, HEADS[head_name(cfg)])

@@ -1,0 +1,187 @@
+"""Model configuration: plain dicts (from YAML job files) -> validated dataclasses.
+
+A model is described by one flat dict plus a nested ``depth`` dict, e.g.::
+
+    {"task": "lm", "vocab_size": 10000, "cell": "transformer", "d_model": 256,
+     "n_head": 4, "d_inner": 1024, "dropout": 0.1,
+     "depth": {"kind": "deq", "max_iter": 30, "tol": 1e-3}}
+
+``ModelConfig`` holds the flat part; ``depth`` becomes the options dataclass of the
+chosen depth strategy (each strategy declares its own, see ``models.depth``).
+``parse_dataclass`` does the checking for both: unknown keys, wrong types and bad
+values raise ``ValueError`` with a one-line message naming the key, the value and
+what is allowed. Names that are chosen from a registry (cell, depth kind) are checked
+by ``models.build`` against the live registries.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, TypeVar
+
+T = TypeVar("T")
+
+TASKS = ("lm", "copy")
+
+
+@dataclass(frozen=True)
+class DepthOptions:
+    """Base of every depth strategy's options; ``kind`` is the strategy's registry name."""
+
+    kind: str = ""
+
+    def check(self) -> None:
+        """Raise ValueError for values out of range (overridden by strategies)."""
+
+
+@dataclass(frozen=True)
+class AdaptiveSoftmaxConfig:
+    """Options of torch.nn.AdaptiveLogSoftmaxWithLoss (word-level LM head)."""
+
+    cutoffs: tuple[int, ...] = ()
+    div_value: float = 4.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything ``build_model`` needs, except the depth options (see ``depth``).
+
+    Cell options that a cell does not use are ignored by it (``n_head``/``d_inner``/
+    ``max_rel_distance`` belong to the transformer cell, ``kernel_size``/``gate`` to
+    the trellisnet cell).
+    """
+
+    task: str = "lm"  # "lm" (next-token prediction) or "copy" (copy-memory classifier)
+    vocab_size: int = 10000  # input token vocabulary (copy task: 10)
+    n_classes: Optional[int] = None  # copy task: output classes per position (default 10)
+    cell: str = "transformer"
+    d_model: int = 256
+    n_head: int = 4
+    d_inner: int = 1024
+    dropout: float = 0.0  # variational dropout inside the cell (mask shared over time/iterations)
+    emb_dropout: Optional[float] = None  # dropout on embeddings and before the head (default: dropout)
+    max_rel_distance: int = 128  # transformer: relative positions clipped at this distance
+    kernel_size: int = 2  # trellisnet: causal temporal kernel size
+    gate: str = "glu"  # trellisnet: "glu" or "lstm"
+    weight_norm: bool = False  # weight-normalise the cell's Linear / Conv1d layers
+    tie_weights: bool = True  # lm with full softmax: output layer shares the token embedding
+    adaptive_softmax: Optional[AdaptiveSoftmaxConfig] = None
+    depth: DepthOptions = field(default_factory=DepthOptions)
+
+    @property
+    def output_size(self) -> int:
+        """Number of output classes of the head."""
+        if self.task == "copy":
+            return self.n_classes if self.n_classes is not None else 10
+        return self.vocab_size
+
+    @property
+    def head_dropout(self) -> float:
+        return self.dropout if self.emb_dropout is None else self.emb_dropout
+
+    def check(self) -> None:
+        """Value checks that do not need the registries."""
+        if self.task not in TASKS:
+            raise ValueError(f"model.task: unknown task {self.task!r}; allowed: {', '.join(TASKS)}")
+        for name in ("vocab_size", "d_model", "n_head", "d_inner", "max_rel_distance", "kernel_size"):
+            value = getattr(self, name)
+            if value <= 0:
+                raise ValueError(f"model.{name}: must be a positive integer, got {value}")
+        if self.n_classes is not None and self.n_classes <= 1:
+            raise ValueError(f"model.n_classes: must be an integer >= 2, got {self.n_classes}")
+        if self.n_classes is not None and self.task != "copy":
+            raise ValueError("model.n_classes: only used by task 'copy' (lm predicts vocab_size classes)")
+        for name in ("dropout", "emb_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"model.{name}: must be in [0, 1), got {value}")
+        if self.gate not in ("glu", "lstm"):
+            raise ValueError(f"model.gate: unknown gate {self.gate!r}; allowed: glu, lstm")
+        if self.adaptive_softmax is not None:
+            if self.task != "lm":
+                raise ValueError("model.adaptive_softmax: only allowed with task 'lm'")
+            cutoffs = list(self.adaptive_softmax.cutoffs)
+            if (not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] <= 0
+                    or cutoffs[-1] >= self.vocab_size - 1):
+                raise ValueError(
+                    f"model.adaptive_softmax.cutoffs: must be a non-empty strictly increasing list of "
+                    f"integers in [1, vocab_size - 2 = {self.vocab_size - 2}], got {cutoffs}")
+            if self.adaptive_softmax.div_value <= 0:
+                raise ValueError(f"model.adaptive_softmax.div_value: must be > 0, "
+                                 f"got {self.adaptive_softmax.div_value}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (tuples from lists, floats from ints)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ValueError(f"{where}: got {value!r}; allowed: {', '.join(map(repr, allowed))}")
+        return value
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        return parse_dataclass(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is Any or tp is DepthOptions:  # DepthOptions is filled in by models.build
+        return value
+    raise TypeError(f"{where}: unsupported annotation {_type_name(tp)}")  # programming error
+
+
+def parse_dataclass(cls: type[T], data: Any, where: str, skip: tuple[str, ...] = ()) -> T:
+    """Build dataclass ``cls`` from a mapping, naming ``where`` (e.g. "model.depth") in errors.
+
+    Keys in ``skip`` are left out of the check and of the result (the caller fills them).
+    """
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = [key for key in data if key not in names]
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(names)}")
+    kwargs = {key: _coerce(value, hints[key], f"{where}.{key}")
+              for key, value in data.items() if key not in skip}
+    return cls(**kwargs)

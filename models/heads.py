@@ -1,0 +1,99 @@
+"""Task heads: the last hidden sequence z (B, T, D) + targets (B, T) -> loss.
+
+- ``SoftmaxLMHead`` ("softmax"): word-level LM, a full softmax over the vocabulary;
+  the output matrix is tied to the token embedding when ``tie_weights`` is set.
+- ``AdaptiveSoftmaxLMHead`` ("adaptive_softmax"): torch.nn.AdaptiveLogSoftmaxWithLoss
+  for large vocabularies (Grave et al. 2017); gives no logits.
+- ``CopyHead`` ("copy"): copy-memory classifier, ``n_classes`` logits per position,
+  loss = mean cross-entropy over all positions.
+
+Targets equal to ``IGNORE_INDEX`` (-100, PyTorch's convention) are left out of the
+loss and of the token count. Each head returns a ``HeadOutput`` with the mean NLL
+(``loss``, differentiable), its detached sum and the token count, so evaluation can add
+sums over batches for an exact perplexity.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class HeadOutput:
+    loss: torch.Tensor  # scalar, mean NLL over counted tokens (nats)
+    nll_sum: torch.Tensor  # scalar, detached sum of NLL
+    n_tokens: torch.Tensor  # scalar long, number of counted tokens
+    logits: Optional[torch.Tensor]  # (B, T, C) or None
+
+
+class Head(nn.Module):
+    """Interface: ``forward(z (B, T, D), targets (B, T)) -> HeadOutput``."""
+
+    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding) -> None:
+        super().__init__()
+
+    def forward(self, z: torch.Tensor, targets: torch.Tensor) -> HeadOutput:
+        raise NotImplementedError
+
+
+def _cross_entropy_output(logits: torch.Tensor, targets: torch.Tensor) -> HeadOutput:
+    nll_sum = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum",
+                              ignore_index=IGNORE_INDEX)  # logits (B*T, C)
+    n_tokens = (targets != IGNORE_INDEX).sum()
+    loss = nll_sum / n_tokens.clamp(min=1)
+    return HeadOutput(loss=loss, nll_sum=nll_sum.detach(), n_tokens=n_tokens, logits=logits)
+
+
+class SoftmaxLMHead(Head):
+    """Full softmax over the vocabulary; optionally tied to the token embedding."""
+
+    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding) -> None:
+        super().__init__(cfg, embedding)
+        self.proj = nn.Linear(cfg.d_model, cfg.output_size)
+        if cfg.tie_weights:
+            self.proj.weight = embedding.weight
+
+    def forward(self, z: torch.Tensor, targets: torch.Tensor) -> HeadOutput:
+        return _cross_entropy_output(self.proj(z), targets)  # logits (B, T, V)
+
+
+class CopyHead(Head):
+    """Per-position classifier over ``n_classes`` (copy-memory task)."""
+
+    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding) -> None:
+        super().__init__(cfg, embedding)
+        self.proj = nn.Linear(cfg.d_model, cfg.output_size)
+
+    def forward(self, z: torch.Tensor, targets: torch.Tensor) -> HeadOutput:
+        return _cross_entropy_output(self.proj(z), targets)  # logits (B, T, C)
+
+
+class AdaptiveSoftmaxLMHead(Head):
+    """torch.nn.AdaptiveLogSoftmaxWithLoss; ``logits`` is None."""
+
+    def __init__(self, cfg: ModelConfig, embedding: nn.Embedding) -> None:
+        super().__init__(cfg, embedding)
+        assert cfg.adaptive_softmax is not None
+        self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
+            cfg.d_model, cfg.output_size, cutoffs=list(cfg.adaptive_softmax.cutoffs),
+            div_value=cfg.adaptive_softmax.div_value)
+
+    def forward(self, z: torch.Tensor, targets: torch.Tensor) -> HeadOutput:
+        flat_targets = targets.flatten()  # (B*T,)
+        keep = flat_targets != IGNORE_INDEX
+        hidden = z.flatten(0, 1)  # (B*T, D)
+        if not bool(keep.all()):
+            hidden, flat_targets = hidden[keep], flat_targets[keep]
+        target_log_prob = self.adaptive(hidden, flat_targets).output  # (N,)
+        nll_sum = -target_log_prob.sum()
+        n_tokens = keep.sum()
+        loss = nll_sum / n_tokens.clamp(min=1)
+        return HeadOutput(loss=loss, nll_sum=nll_sum.detach(), n_tokens=n_tokens, logits=None)
