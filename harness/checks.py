@@ -14,6 +14,7 @@ path, the bad value and what is allowed.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,22 +32,28 @@ def _placeholder_vocab(spec: dict) -> int:
     return max([1000] + [int(c) * 2 for c in cutoffs if isinstance(c, (int, float))])
 
 
-def check_models(runs: list[dict], file: str | Path) -> None:
-    """Build every distinct model config on the meta device; ValueError -> JobFileError."""
+def check_models(runs: list[dict], file: str | Path) -> dict[str, dict]:
+    """Build every distinct model config on the meta device; ValueError -> JobFileError.
+
+    Returns each run's parameter counts (``{run_id: {"total", "embedding", "non_embedding"}}``;
+    LM embedding counts use the corpus's vocabulary when it is known, else a placeholder).
+    """
     import torch
 
     from models import build_model
 
-    seen: set[str] = set()
+    seen: dict[str, dict] = {}
+    counts: dict[str, dict] = {}
     for spec in runs:
         cfg = dict(spec["model"], task=spec["task"], vocab_size=_placeholder_vocab(spec))
         key = repr(sorted(cfg.items()))
         if key in seen:
+            counts[spec["run_id"]] = seen[key]
             continue
-        seen.add(key)
+        seen[key] = {}
         try:
             with torch.device("meta"):
-                build_model(cfg)
+                seen[key] = counts[spec["run_id"]] = build_model(cfg).param_counts()
         except (ValueError, TypeError, KeyError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             path, sep, problem = msg.partition(": ")
@@ -55,6 +62,7 @@ def check_models(runs: list[dict], file: str | Path) -> None:
             raise JobFileError(file, path, f"{problem} (run {spec['name']})") from None
         except NotImplementedError:
             pass  # an op without a meta kernel: the config itself was accepted
+    return counts
 
 
 def check_deepspeed(runs: list[dict], file: str | Path) -> None:
@@ -64,6 +72,9 @@ def check_deepspeed(runs: list[dict], file: str | Path) -> None:
         try:
             validate_deepspeed(spec)
         except ValueError as exc:
+            sub, sep, problem = str(exc).partition(": ")
+            if sep and re.fullmatch(r"[A-Za-z_][\w.]*", sub):  # "zero_optimization.stage: ..."
+                raise JobFileError(file, f"deepspeed.{sub}", f"{problem} (run {spec['name']})") from None
             raise JobFileError(file, "deepspeed", f"{exc} (run {spec['name']})") from None
 
 
@@ -82,18 +93,20 @@ def check_data(runs: list[dict], file: str | Path) -> None:
 
 
 def check_output_dir(path: Path, what: str, file: str | Path) -> None:
-    """The folder can be created and written, and has at least MIN_FREE_BYTES free."""
-    probe_root = path
+    """The folder (or the nearest existing folder above it) is writable and has at least
+    MIN_FREE_BYTES free. Nothing is left behind: the probe file is removed at once."""
+    probe_root = path.absolute()
     while not probe_root.exists() and probe_root != probe_root.parent:
         probe_root = probe_root.parent
+    if not probe_root.is_dir():
+        raise JobFileError(file, "", f"{what} folder {path}: {probe_root} is not a folder")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-"):
+        with tempfile.NamedTemporaryFile(dir=probe_root, prefix=".deqbench-write-probe-"):
             pass
     except OSError as exc:
         raise JobFileError(file, "", f"{what} folder {path} is not writable: "
                                      f"{exc.strerror or exc}") from None
-    free = shutil.disk_usage(path).free
+    free = shutil.disk_usage(probe_root).free
     if free < MIN_FREE_BYTES:
         raise JobFileError(file, "", f"{what} folder {path} has only {free // 2 ** 20} MiB free; "
                                      f"at least {MIN_FREE_BYTES // 2 ** 20} MiB are needed")

@@ -32,6 +32,7 @@ import difflib
 import hashlib
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,6 +104,9 @@ class ResourcesSection(_Section):
     gpus_per_worker: float = Field(0, ge=0)
     max_failures: int = Field(1, ge=0, description="worker restarts (from the last checkpoint) per run")
     max_concurrent_runs: int | None = Field(None, gt=0)
+    memory_cap_gb: float | None = Field(None, gt=0, description="CPU workers: growth of the address "
+                                        "space allowed after start-up; beyond it allocations fail "
+                                        "and the run is recorded as out of memory")
 
 
 class DeepSpeedSection(BaseModel):
@@ -149,8 +153,8 @@ class JobFile(_Section):
     @model_validator(mode="after")
     def _task_matches_data(self) -> "JobFile":
         if self.data.dataset not in TASK_DATASETS[self.task]:
-            raise ValueError(f"task {self.task!r} needs data.dataset in {list(TASK_DATASETS[self.task])}, "
-                             f"got {self.data.dataset!r}")
+            raise ValueError(f"data.dataset: {self.data.dataset!r} is not allowed with task {self.task!r}; "
+                             f"allowed: {', '.join(TASK_DATASETS[self.task])}")
         return self
 
 
@@ -183,6 +187,9 @@ def _pydantic_error(file: str | Path, err: ValidationError, prefix: str = "") ->
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
     path = ".".join(p for p in (prefix, _fmt_loc(loc)) if p)
     msg = e["msg"].removeprefix("Value error, ")
+    lead = re.match(r"([A-Za-z_][\w.]*): (.*)", msg) if e["type"] == "value_error" else None
+    if lead:  # a cross-field check names its key path first: "data.dataset: ..."
+        path, msg = ".".join(p for p in (path, lead[1]) if p), lead[2]
     if e["type"] == "extra_forbidden":
         model_fields = _fields_at(prefix, loc[:-1])
         msg = _unknown(str(loc[-1]), model_fields) if model_fields else f"unknown key {loc[-1]!r}"

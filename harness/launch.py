@@ -58,6 +58,26 @@ def _fit_run(spec: dict, run_dir: str) -> str:
     return state
 
 
+def concurrency_limit(cluster: dict, runs: list[dict]) -> int:
+    """How many trainers to keep in flight: as many as the cluster could run at once.
+
+    Ray places the workers; this only avoids starting trainers that would sit waiting for
+    resources (each holds a controller process). ``max_concurrent_runs`` lowers it further.
+    """
+    if not runs:
+        return 0
+    fits = []
+    for r in runs:
+        res = r["resources"]
+        n = res["workers"]
+        by_cpu = cluster.get("CPU", 0) // (n * res["cpus_per_worker"])
+        by_gpu = cluster.get("GPU", 0) // (n * res["gpus_per_worker"]) if res["gpus_per_worker"] else by_cpu
+        fits.append(max(1, int(min(by_cpu, by_gpu))))
+        if res.get("max_concurrent_runs"):
+            fits.append(int(res["max_concurrent_runs"]))
+    return min(fits)
+
+
 def run_all(ray, store: SweepStore, runs: list[dict]) -> None:
     """Start every run (at most ``max_concurrent_runs`` at once) and wait for all of them."""
     from harness.progress import SweepProgress
@@ -65,7 +85,7 @@ def run_all(ray, store: SweepStore, runs: list[dict]) -> None:
     env = {k: v for k, v in os.environ.items()
            if k in ("TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE", "PYTHONPATH", "DEQBENCH_DATA")}
     fit = ray.remote(num_cpus=0, max_retries=0)(_fit_run).options(runtime_env={"env_vars": env})
-    limit = min((r["resources"].get("max_concurrent_runs") or len(runs)) for r in runs) if runs else 0
+    limit = concurrency_limit(ray.cluster_resources(), runs)
     queue = list(runs)
     active: dict = {}
     totals = {r["run_id"]: r["train"]["steps"] for r in runs}

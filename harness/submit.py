@@ -51,25 +51,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def prepare(args: argparse.Namespace) -> tuple[object, str, list[dict]]:
-    """Everything that can reject the input, in order; raises JobFileError."""
+    """Everything that can reject the input, in order; raises JobFileError.
+
+    With ``--dry-run`` the runs are printed before the data check, so the expansion of a
+    sweep can be read on a machine that does not hold its corpus.
+    """
     from harness import checks
 
     job, text = load_job_file(args.job_file)
     runs = expand_grid(job, args.job_file)
-    checks.check_models(runs, args.job_file)
+    counts = checks.check_models(runs, args.job_file)
     checks.check_deepspeed(runs, args.job_file)
+    if args.dry_run:
+        print_runs(runs, counts)
     checks.check_data(runs, args.job_file)
     return job, text, runs
 
 
-def print_runs(runs: list[dict], out=sys.stdout) -> None:
+def print_runs(runs: list[dict], counts: dict[str, dict], out=sys.stdout) -> None:
     print(f"{len(runs)} runs:", file=out)
     for r in runs:
         res = r["resources"]
-        print(f"  {r['run_id']}  {r['name']:<28} task={r['task']} cell={r['model'].get('cell')} "
-              f"depth={r['model'].get('depth')} steps={r['train']['steps']} "
-              f"workers={res['workers']} x ({res['cpus_per_worker']} CPU, {res['gpus_per_worker']} GPU)",
-              file=out)
+        n = counts.get(r["run_id"]) or {}
+        params = f"{n['non_embedding'] / 1e6:.2f}M non-embedding params" if n else "params unknown"
+        depth = ", ".join(f"{k}={v}" for k, v in r["model"].get("depth", {}).items())
+        print(f"  {r['run_id']}  {r['name']:<24} {r['task']}/{r['data']['dataset']} "
+              f"cell={r['model'].get('cell')} d_model={r['model'].get('d_model')} [{depth}] {params}; "
+              f"{r['train']['steps']} steps; {res['workers']} workers x ({res['cpus_per_worker']} CPU, "
+              f"{res['gpus_per_worker']} GPU)", file=out)
 
 
 def open_sweep(results_root: Path, job, text: str, runs: list[dict], job_file: str, fresh: bool) -> SweepStore:
@@ -133,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job, text, runs = prepare(args)
         if args.dry_run:
-            print_runs(runs)
             return 0
         from harness.checks import check_output_dir
 
@@ -146,11 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
-    store = open_sweep(Path(args.results), job, text, runs, args.job_file, args.fresh)
-    todo = runs_to_do(store, runs, args.retry_failed)
-    skipped = len(runs) - len(todo)
-    print(f"sweep {job.name}: {len(runs)} runs, {skipped} already done, {len(todo)} to run -> {store.dir}")
+    sweep_dir = Path(args.results) / job.name
+    todo = runs if args.fresh else runs_to_do(SweepStore(sweep_dir), runs, args.retry_failed)
+    ray = None
     if todo:
+        from harness.dsops import prebuild_cpu_ops
+
+        prebuild_cpu_ops()
         ray = start_ray(args)
         try:
             from harness.checks import check_resources
@@ -160,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             ray.shutdown()
             return 2
+    # from here on the sweep is accepted: its folder is written
+    store = open_sweep(Path(args.results), job, text, runs, args.job_file, args.fresh)
+    print(f"sweep {job.name}: {len(runs)} runs, {len(runs) - len(todo)} already done, "
+          f"{len(todo)} to run -> {store.dir}")
+    if ray is not None:
         from harness.launch import run_all
 
         try:

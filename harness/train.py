@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from harness import faults as F
 from harness import metrics as M
 from harness.dsconfig import deepspeed_config
 from harness.envinfo import environment
@@ -42,6 +43,11 @@ log = logging.getLogger("deqbench.train")
 SOLVER_KEYS = ("fwd_nstep", "fwd_abs_res_mean", "fwd_abs_res_max", "fwd_rel_res_mean",
                "fwd_rel_res_max")
 BWD_KEYS = ("bwd_nstep", "bwd_res_mean", "bwd_res_max")
+
+
+class WorkerOutOfMemory(RuntimeError):
+    """Raised (not returned): the other ranks are blocked in a collective, so the worker group
+    must be torn down; Ray Train retries up to max_failures, then the run is recorded failed."""
 
 
 class Diverged(RuntimeError):
@@ -87,6 +93,8 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
     torch.set_num_threads(max(1, int(cpus)))
     device = _device(session)
     is_main = session.rank == 0
+    if device.type == "cpu" and spec["resources"].get("memory_cap_gb"):
+        _cap_memory(float(spec["resources"]["memory_cap_gb"]))
 
     work = Workload(spec, rank=session.rank, world_size=session.world_size, device=device)
     model = work.build_model()
@@ -110,6 +118,7 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
     act_bytes = work.activation_bytes(engine.module)  # every rank: ZeRO-3 forwards gather
 
     steps = train_cfg["steps"]
+    faults = F.faults_for(spec, session.rank)
     # timed steps: after the warm-up, counted from where this attempt starts (a resumed run
     # pays its warm-up again), squeezed into the steps left if need be
     n_measure = min(train_cfg["measure_steps"], steps - start_step)
@@ -132,12 +141,21 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
                 window.begin()
             inputs, targets = work.train_batch(step - 1)
             t0 = M.now(device)
-            out = engine(inputs, targets)
-            t1 = M.now(device)
-            engine.backward(out.loss)
-            t2 = M.now(device)
-            engine.step()
-            t3 = M.now(device)
+            poison = F.before_step(faults, step, run_dir) if faults else False
+            try:
+                out = engine(inputs, targets)
+                loss = out.loss * float("nan") if poison else out.loss
+                t1 = M.now(device)
+                engine.backward(loss)
+                t2 = M.now(device)
+                engine.step()
+                t3 = M.now(device)
+            except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+                if not _is_oom(exc):
+                    raise
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise WorkerOutOfMemory(f"out of memory at step {step} on rank {session.rank}: "
+                                        f"{first}") from None
             stats = dict(out.stats)
             stats.update(out.backward_stats())
             if measure_from < step <= measure_to:
@@ -148,7 +166,7 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
                 if step == measure_to:
                     peak = window.peak_bytes()
             stats["step_time_s"] = t3 - t0
-            agg.add(float(out.loss.detach()), stats)
+            agg.add(float(loss.detach()), stats)
             do_log = step % train_cfg["log_interval"] == 0 or step == steps
             ckpt_every = train_cfg["checkpoint_interval"]
             do_ckpt = bool(ckpt_every) and step % ckpt_every == 0 and step != steps
@@ -201,6 +219,9 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
         "optimal_ppl": work.optimal_ppl, **agg.summary(), **evals,
     }
     summary = _reduce_summary(summary, device)
+    # ZeRO-3 partitions the parameters: the module then holds no full copy to compare
+    if engine.zero_optimization_stage() < 3:
+        summary["rank_param_sha"] = _gather(_param_fingerprint(engine.module), session.world_size)
     final = {"records": [{"kind": "eval", "step": steps, "elapsed_s": wall,
                           **{k: v for k, v in evals.items() if k.startswith("val_")}}],
              "summary": summary,
@@ -215,6 +236,44 @@ def _report_with_checkpoint(session: Session, engine, step: int, records: list[d
         engine.save_checkpoint(str(tmp), tag="latest_run_ckpt", client_state={"step": step})
         report = {"records": records, "status": {"state": "running", "step": step}}
         session.report(report if session.rank == 0 else {}, checkpoint_dir=tmp)
+
+
+def _cap_memory(cap_gb: float) -> None:
+    """Limit this process's address space to its current size plus ``cap_gb`` GiB."""
+    import resource
+
+    with open("/proc/self/statm") as fh:
+        current = int(fh.read().split()[0]) * resource.getpagesize()
+    limit = current + int(cap_gb * 2 ** 30)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    log.info("address space capped at %.2f GiB (%.2f GiB above start-up)", limit / 2 ** 30, cap_gb)
+
+
+def _param_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in order: equal on ranks that hold equal weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in module.parameters():
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _gather(value: Any, world_size: int) -> list:
+    if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out: list = [None] * world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """CUDA OOM, Python's MemoryError, or the CPU allocator failing under a memory cap."""
+    return (isinstance(exc, (torch.OutOfMemoryError, MemoryError))
+            or "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower())
 
 
 def _check_finite(rec: dict, step: int) -> None:

@@ -1,0 +1,73 @@
+"""Helpers for tests that run real sweeps: tiny job files and a CLI runner.
+
+The sweeps run through the real command (``python -m harness.submit``) in a subprocess,
+with a real embedded Ray and real DeepSpeed workers, so these tests are marked ``slow``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Every summary figure a finished run must carry (DESIGN.md's metrics), finite.
+COMMON_METRICS = ("activation_bytes", "peak_mem_bytes", "static_mem_bytes", "step_time_s", "fwd_time_s",
+                  "bwd_time_s", "tokens_per_s", "nfe", "wall_time_s", "train_loss", "params_total",
+                  "params_embedding", "params_non_embedding")
+LM_METRICS = ("val_loss", "val_ppl", "test_loss", "test_ppl", "optimal_ppl")
+COPY_METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
+DEQ_METRICS = ("fwd_nstep_mean", "fwd_nstep_max", "fwd_abs_res_mean", "fwd_abs_res_max",
+               "fwd_rel_res_mean", "fwd_rel_res_max", "bwd_nstep_mean", "bwd_nstep_max",
+               "bwd_res_mean", "bwd_res_max", "solver_time_s")
+
+
+def tiny_job(tmp: Path, name: str, depths: list[dict], *, task: str = "lm", steps: int = 12,
+             workers: int = 2, extra_train: dict | None = None, resources: dict | None = None,
+             model: dict | None = None) -> Path:
+    """Write a tiny job file (d_model 16, seq 16, batch 4) and return its path."""
+    data_dir = REPO / "data" / "synthetic"  # generated on first use, shared by the tests
+    job = {
+        "name": name,
+        "task": task,
+        "data": {"dataset": "synthetic" if task == "lm" else "copy_memory", "data_dir": str(data_dir),
+                 "seq_len": 16, "blank_len": 6},
+        "model": {"cell": "transformer", "d_model": 16, "n_head": 2, "d_inner": 32, "dropout": 0.0,
+                  "depth": depths[0], **(model or {})},
+        "grid": {"model.depth": depths},
+        "train": {"steps": steps, "batch_size": 4, "lr": 3e-3, "warmup_steps": 2, "eval_interval": 6,
+                  "eval_batches": 2, "test_batches": 2, "log_interval": 2, "checkpoint_interval": 4,
+                  "measure_warmup": 2, "measure_steps": 3, **(extra_train or {})},
+        "resources": {"workers": workers, "cpus_per_worker": 1, "max_failures": 1, **(resources or {})},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
+    return path
+
+
+def submit(job: Path, tmp: Path, *args: str, env: dict | None = None, timeout: float = 600,
+           wait: bool = True):
+    """Run the real CLI; returns CompletedProcess (or the Popen when ``wait`` is False)."""
+    cmd = [sys.executable, "-m", "harness.submit", str(job), "--results", str(tmp / "results"),
+           "--reports", str(tmp / "reports"), "--num-cpus", "2", *args]
+    full_env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1",
+                "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
+                                                       str(REPO / ".cache" / "torch_extensions")),
+                **(env or {})}
+    if not wait:
+        return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
