@@ -211,6 +211,20 @@ def _fields_at(prefix: str, loc: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (the last would win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in the same mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_job_file(path: str | Path) -> tuple[JobFile, str]:
     """Read and validate a job file; returns the parsed job and its verbatim text."""
     path = Path(path)
@@ -221,10 +235,12 @@ def load_job_file(path: str | Path) -> tuple[JobFile, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise JobFileError(path, "", f"cannot read the job file: {exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         line = f"line {mark.line + 1}: " if mark else ""
+        if "twice" in (exc.problem or ""):
+            raise JobFileError(path, "", f"{line}{exc.problem}") from None
         raise JobFileError(path, "", f"{line}{exc.problem}; job files are plain YAML data "
                                      "(python/* and other custom tags are not allowed)") from None
     except yaml.YAMLError as exc:

@@ -13,6 +13,11 @@ import copy
 from typing import Any
 
 
+# DeepSpeed sections that must be mappings (DeepSpeed itself fails on others with a traceback)
+MAPPING_KEYS = ("zero_optimization", "bf16", "fp16", "optimizer", "scheduler", "flops_profiler",
+                "activation_checkpointing", "data_types", "torch_autocast", "checkpoint")
+
+
 def _merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -61,20 +66,51 @@ def deepspeed_config(spec: dict, *, cuda: bool) -> dict[str, Any]:
     return _merge(base, user)
 
 
+def _check_type_names(cfg: dict) -> None:
+    """optimizer.type and scheduler.type name something DeepSpeed's engine can build."""
+    import torch
+    from deepspeed.runtime import lr_schedules
+    from deepspeed.runtime.config import DEEPSPEED_OPTIMIZERS
+
+    name = (cfg.get("optimizer") or {}).get("type")
+    if name is not None and not (str(name).lower() in DEEPSPEED_OPTIMIZERS or hasattr(torch.optim, str(name))):
+        raise ValueError(f"optimizer.type: {name!r} is not allowed: use one of {', '.join(DEEPSPEED_OPTIMIZERS)} "
+                         "or a torch.optim class name")
+    name = (cfg.get("scheduler") or {}).get("type")
+    if name is not None and not (hasattr(lr_schedules, str(name)) or hasattr(torch.optim.lr_scheduler, str(name))):
+        raise ValueError(f"scheduler.type: {name!r} is not allowed: use one of "
+                         f"{', '.join(lr_schedules.VALID_LR_SCHEDULES)} or a torch.optim.lr_scheduler class name")
+
+
 def validate_deepspeed(spec: dict) -> None:
     """Raise ValueError (one line) if DeepSpeed would reject this run's config."""
     from deepspeed.runtime.config import DeepSpeedConfig
     from pydantic import ValidationError
 
     cfg = deepspeed_config(spec, cuda=False)
+    for key, value in (spec.get("deepspeed") or {}).items():
+        if key in MAPPING_KEYS and value is not None and not isinstance(value, dict):
+            raise ValueError(f"{key}: {value!r} is not allowed: must be a mapping of DeepSpeed's {key} options")
+    if (cfg.get("zero_optimization") or {}).get("stage", 0) == 3:
+        # ZeRO-3 gathers a module's parameters around that module's own forward; the models
+        # here reuse one cell many times per step and tie the softmax to the embedding, which
+        # its backward hooks reject ("active_backward_submodules is empty").
+        raise ValueError("zero_optimization.stage: 3 is not supported by deqbench's models yet; "
+                         "allowed: 0, 1, 2")
     try:
         DeepSpeedConfig(cfg)
     except ValidationError as exc:
         e = exc.errors()[0]
-        loc = ".".join(str(p) for p in e["loc"])
-        raise ValueError(f"{loc}: {e.get('input')!r} is not allowed: {e['msg']}") from None
+        # DeepSpeed validates each section on its own: put the section's name back in front
+        holders = [k for k, v in cfg.items() if isinstance(v, dict) and e["loc"] and e["loc"][0] in v]
+        section = next((k for k in holders if cfg[k][e["loc"][0]] == e.get("input")),
+                       holders[0] if holders else None)
+        loc = ".".join(str(p) for p in ((section,) if section else ()) + tuple(e["loc"]))
+        problem = e["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{loc}: {e.get('input')!r} is not allowed: {problem}") from None
     except (AssertionError, ValueError, TypeError, KeyError) as exc:
         raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    _check_type_names(cfg)
     for key in ("gradient_clipping",):
         if key in cfg and not isinstance(cfg[key], (int, float)):
             raise ValueError(f"{key}: {cfg[key]!r} is not allowed: must be a number")

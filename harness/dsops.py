@@ -57,3 +57,11 @@ def prebuild_cpu_ops(stream=sys.stdout) -> None:
         print(f"building DeepSpeed's CPU communication op into {root} (first run only, about 30 s)",
               file=stream, flush=True)
     builder.load(verbose=False)
+
+
+def name_cpu_accelerator() -> None:
+    """On a machine without CUDA, tell DeepSpeed so (it otherwise warns on every import)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")

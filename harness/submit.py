@@ -73,7 +73,7 @@ def print_runs(runs: list[dict], counts: dict[str, dict], out=sys.stdout) -> Non
     for r in runs:
         res = r["resources"]
         n = counts.get(r["run_id"]) or {}
-        params = f"{n['non_embedding'] / 1e6:.2f}M non-embedding params" if n else "params unknown"
+        params = f"{n['non_embedding'] / 1e6:.3g}M non-embedding params" if n else "params unknown"
         depth = ", ".join(f"{k}={v}" for k, v in r["model"].get("depth", {}).items())
         print(f"  {r['run_id']}  {r['name']:<24} {r['task']}/{r['data']['dataset']} "
               f"cell={r['model'].get('cell')} d_model={r['model'].get('d_model')} [{depth}] {params}; "
@@ -105,12 +105,22 @@ def open_sweep(results_root: Path, job, text: str, runs: list[dict], job_file: s
 
 
 def start_ray(args: argparse.Namespace):
-    import ray
-
+    """Join ``--address`` or start an embedded single-node Ray bound to 127.0.0.1."""
     # Decide the auth mode explicitly (Ray 2.59+ would turn token auth on for a local ray.init()
     # and then refuse later CLI calls). Clusters with token auth: export RAY_AUTH_MODE=token and
     # RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) before submitting; see the README, "Security".
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if not args.address:
+        # Ray's single-machine mode: the node address is 127.0.0.1 and every Ray server
+        # (GCS, raylet, workers, dashboard agent) listens on loopback only. Must be set
+        # before Ray is first imported.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+
+    port = args.dashboard_port
+    if not args.address and not _port_free(args.dashboard_host, port):
+        port = _free_port(args.dashboard_host)
+        print(f"note: port {args.dashboard_port} is taken (another Ray?); the dashboard uses {port}")
     if args.address:
         ctx = ray.init(address=args.address, log_to_driver=False)
         print(f"joined Ray cluster at {args.address}")
@@ -119,12 +129,31 @@ def start_ray(args: argparse.Namespace):
             print(f"warning: the Ray dashboard will listen on {args.dashboard_host}:{args.dashboard_port}; "
                   "it has no authentication and runs code for whoever reaches it", file=sys.stderr)
         ctx = ray.init(num_cpus=args.num_cpus, include_dashboard=True, dashboard_host=args.dashboard_host,
-                       dashboard_port=args.dashboard_port, _node_ip_address=LOOPBACK,
-                       log_to_driver=False, configure_logging=True, logging_level="WARNING")
+                       dashboard_port=port, log_to_driver=False,
+                       configure_logging=True, logging_level="WARNING")
     url = getattr(ctx, "dashboard_url", None)
     if url:
-        print(f"Ray dashboard: http://{url}")
+        print(f"Ray dashboard: http://{url}", flush=True)
     return ray
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def runs_to_do(store: SweepStore, runs: list[dict], retry_failed: bool) -> list[dict]:
@@ -139,6 +168,9 @@ def runs_to_do(store: SweepStore, runs: list[dict], retry_failed: bool) -> list[
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from harness.dsops import name_cpu_accelerator
+
+    name_cpu_accelerator()
     try:
         job, text, runs = prepare(args)
         if args.dry_run:

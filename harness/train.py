@@ -104,6 +104,7 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
     ds_cfg = deepspeed_config(spec, cuda=device.type == "cuda")
     engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                                    config=ds_cfg)
+    _load_weights_only(engine)
     start_step, resumed_from = 0, None
     with session.checkpoint() as ckpt:
         if ckpt is not None:
@@ -231,6 +232,27 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
     return summary if is_main else None
 
 
+def _load_weights_only(engine) -> None:
+    """Make DeepSpeed read checkpoints with ``torch.load(weights_only=True)``.
+
+    Its torch checkpoint engine unpickles arbitrary objects (``weights_only=False``); a
+    checkpoint folder is data, and loading it must not run code. Tensors, containers and
+    plain values load as before; anything else is refused with torch's error.
+    """
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    # DeepSpeed's own plain-data classes that its ZeRO checkpoints hold
+    allowed = [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+    def load(path: str, map_location=None):
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
+
+    engine.checkpoint_engine.load = load
+
+
 def _report_with_checkpoint(session: Session, engine, step: int, records: list[dict]) -> None:
     with scratch_dir("deqbench-ckpt-") as tmp:
         engine.save_checkpoint(str(tmp), tag="latest_run_ckpt", client_state={"step": step})
@@ -352,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="list the runs of the job file and exit")
     ap.add_argument("--results", default="results", help="results root (default: results/)")
     args = ap.parse_args(argv)
+    from harness.dsops import name_cpu_accelerator
+
+    name_cpu_accelerator()
     try:
         job, text = load_job_file(args.job_file)
         runs = expand_grid(job, args.job_file)
