@@ -1,0 +1,242 @@
+"""Shared pieces of the fixed-point solvers: the result record, option checks and
+the per-sample bookkeeping every solver does the same way.
+
+A solver looks for z with z = f(z). The state z0 has shape (B, ...); each of the B
+samples is its own problem. Internally the solvers work on a flat (B, D) view, with
+D the product of the non-batch dimensions, and call f on the original shape.
+
+Bookkeeping (``IterateTracker``), shared so that all solvers measure alike:
+
+* every f evaluation measures one iterate z: abs = ||f(z) - z||,
+  rel = abs / (||f(z)|| + 1e-9), norms over all non-batch dimensions;
+* per sample, the iterate with the lowest residual (in the stop mode) is kept;
+* a sample is *active* until its residual is under ``tol`` (converged) or a
+  non-finite value shows up (failed); inactive samples are frozen by the solvers,
+  so a sample's answer does not depend on its batch mates;
+* traces: the residual of each measured iterate, per sample (frozen samples repeat
+  their last value), like torchdeq's info dict.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+STOP_MODES = ("abs", "rel")
+REL_EPS = 1e-9  # added to ||f(z)|| in the relative residual
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+@dataclass
+class SolverResult:
+    """What a solver returns; every (B,) field is per sample.
+
+    z: (B, ...) lowest-residual iterate of each sample.
+    nstep: f evaluations made (the first one measures z0).
+    abs_residual, rel_residual: (B,) residuals of ``z``; ``inf`` where the sample met
+        a non-finite value.
+    converged: (B,) bool, residual (in the stop mode) under ``tol`` and finite.
+    nonfinite: (B,) bool, the sample met NaN or inf and was stopped there.
+    abs_trace, rel_trace: (B, nstep) residual of each measured iterate.
+    best_step: (B,) index into the traces of the iterate returned in ``z``.
+    """
+
+    z: Tensor
+    nstep: int
+    abs_residual: Tensor
+    rel_residual: Tensor
+    converged: Tensor
+    nonfinite: Tensor
+    abs_trace: Tensor
+    rel_trace: Tensor
+    best_step: Tensor
+
+
+def check_options(solver: str, max_iter: int, tol: float, stop_mode: str) -> None:
+    """Raise ValueError naming the option when a common solver option is bad."""
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"{solver}: max_iter must be an integer >= 1, got {max_iter!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0 or math.isinf(tol):
+        raise ValueError(f"{solver}: tol must be a finite number >= 0, got {tol!r}")
+    if stop_mode not in STOP_MODES:
+        raise ValueError(f"{solver}: stop_mode must be one of {STOP_MODES}, got {stop_mode!r}")
+
+
+def check_positive_int(solver: str, name: str, value: object) -> None:
+    """Raise ValueError unless ``value`` is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{solver}: {name} must be an integer >= 1, got {value!r}")
+
+
+def check_damping(solver: str, tau: float) -> None:
+    """Raise ValueError unless 0 < tau <= 1."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
+        raise ValueError(f"{solver}: tau must be a number in (0, 1], got {tau!r}")
+
+
+def flatten_problem(solver: str, f: Callable[[Tensor], Tensor], z0: Tensor
+                    ) -> tuple[Callable[[Tensor], Tensor], Tensor]:
+    """Return (f_flat, z_flat): f on flat (B, D) states, and z0 as a fresh (B, D) tensor.
+
+    float16/bfloat16 problems are solved in float32: f gets its input in z0's dtype and
+    its output is promoted (the small per-sample solves need float32 at least).
+    """
+    if not isinstance(z0, Tensor):
+        raise ValueError(f"{solver}: z0 must be a torch.Tensor of shape (B, ...), got {type(z0).__name__}")
+    if z0.dim() < 1 or z0.numel() == 0:
+        raise ValueError(f"{solver}: z0 must have shape (B, ...) with B >= 1 and no empty dims, "
+                         f"got shape {tuple(z0.shape)}")
+    if not z0.is_floating_point():
+        raise ValueError(f"{solver}: z0 must have a floating dtype, got {z0.dtype}")
+    if not callable(f):
+        raise ValueError(f"{solver}: f must be callable, got {type(f).__name__}")
+    shape, dtype = z0.shape, z0.dtype
+    batch = shape[0]
+    work = torch.float32 if dtype in LOW_PRECISION else dtype  # solver state: float32 at least
+
+    def f_flat(z: Tensor) -> Tensor:
+        fz = f(z.view(shape).to(dtype))
+        if not isinstance(fz, Tensor) or fz.shape != shape:
+            got = tuple(fz.shape) if isinstance(fz, Tensor) else type(fz).__name__
+            raise ValueError(f"{solver}: f must return a tensor shaped like z0 {tuple(shape)}, got {got}")
+        return fz.reshape(batch, -1).to(work)  # (B, D)
+
+    return f_flat, z0.detach().reshape(batch, -1).to(work, copy=True)  # (B, D)
+
+
+def restore_dtype(res: SolverResult, dtype: torch.dtype) -> SolverResult:
+    """Give ``res.z`` the dtype of z0 (float16/bfloat16 problems are solved in float32)."""
+    if res.z.dtype != dtype:
+        res.z = res.z.to(dtype)
+    return res
+
+
+class IterateTracker:
+    """Per-sample residuals, lowest-residual iterate, stop masks and traces.
+
+    ``observe`` is called once per f evaluation with the iterate and f of it. The two
+    (B,) residual vectors are read to the host once (the one sync per iteration every
+    solver needs for its stop test) and the per-sample decisions are made there, in
+    plain Python: on a CPU, a dozen tiny torch ops cost more than the loop over B.
+    Inactive samples (converged or failed) are left untouched. The lowest-residual
+    iterate is replaced by reference when every active sample improved, else by rows.
+    """
+
+    def __init__(self, z0: Tensor, tol: float, stop_mode: str) -> None:
+        self.batch = z0.shape[0]
+        self.device = z0.device
+        self.dtype = z0.dtype
+        self.tol = tol
+        self.use_rel = stop_mode == "rel"
+        self.nstep = 0
+        self.best_z = z0  # (B, D); replaced, or (when owned) updated by rows
+        self._owns_best_z = False
+        self.best_metric = [math.inf] * self.batch
+        self.best_abs = [math.inf] * self.batch
+        self.best_rel = [math.inf] * self.batch
+        self.best_step = [0] * self.batch
+        self.active = [True] * self.batch
+        self.converged = [False] * self.batch
+        self.nonfinite = [False] * self.batch
+        self.measured = [0] * self.batch  # iterates measured while the sample was active
+        self.n_active = self.batch
+        self.failed_rows: list[int] = []  # samples that failed at the last observe
+        self.abs_trace: list[Tensor] = []
+        self.rel_trace: list[Tensor] = []
+        self._active_mask: Tensor | None = None
+
+    def observe(self, z: Tensor, fz: Tensor, residual: Tensor) -> None:
+        """Record iterate z (B, D) with f(z) = fz and residual = ±(f(z) - z)."""
+        abs_res = torch.linalg.vector_norm(residual, dim=1)  # (B,)
+        rel_res = abs_res / (torch.linalg.vector_norm(fz, dim=1) + REL_EPS)
+        self.abs_trace.append(abs_res)
+        self.rel_trace.append(rel_res)
+        abs_host, rel_host = torch.stack((abs_res, rel_res)).tolist()  # one host sync
+        improved, failed = [], []
+        for i in range(self.batch):
+            if not self.active[i]:
+                continue
+            self.measured[i] += 1
+            a, r = abs_host[i], rel_host[i]
+            if not math.isfinite(a):  # a NaN or inf anywhere in z or f(z) reaches ||f(z) - z||
+                failed.append(i)
+                self.nonfinite[i] = True
+                self.active[i] = False
+                continue
+            metric = r if self.use_rel else a
+            if metric < self.best_metric[i]:
+                improved.append(i)
+                self.best_metric[i], self.best_abs[i], self.best_rel[i] = metric, a, r
+                self.best_step[i] = self.nstep
+            if metric < self.tol:
+                self.converged[i] = True
+                self.active[i] = False
+        if failed or self.n_active != sum(self.active):
+            self.n_active = sum(self.active)
+            self._active_mask = None
+        self.failed_rows = failed
+        if len(improved) == self.batch:  # the common case: no copy at all
+            self.best_z = z
+            self._owns_best_z = False
+        elif improved:
+            rows = torch.tensor(improved, device=self.device)
+            if self._owns_best_z:
+                self.best_z.index_copy_(0, rows, z.index_select(0, rows))
+            else:
+                self.best_z = self.best_z.index_copy(0, rows, z.index_select(0, rows))
+                self._owns_best_z = True
+        self.nstep += 1
+
+    @property
+    def any_active(self) -> bool:
+        """Whether some sample still iterates (as of the last ``observe``)."""
+        return self.n_active > 0
+
+    @property
+    def active_mask(self) -> Tensor:
+        """(B,) bool tensor of the samples still iterating."""
+        if self._active_mask is None:
+            self._active_mask = torch.tensor(self.active, device=self.device)
+        return self._active_mask
+
+    def rows(self, indices: list[int]) -> Tensor:
+        """A list of sample indices as an index tensor on the solver's device."""
+        return torch.tensor(indices, dtype=torch.long, device=self.device)
+
+    def freeze_inactive(self, new: Tensor, old: Tensor) -> Tensor:
+        """``new`` (B, D) with the rows of inactive samples taken from ``old``."""
+        if self.n_active == self.batch:
+            return new
+        rows = self.rows([i for i in range(self.batch) if not self.active[i]])
+        return new.index_copy(0, rows, old.index_select(0, rows))
+
+    def result(self, shape: torch.Size) -> SolverResult:
+        """Package the bookkeeping; residuals of samples that met non-finite values are inf."""
+        measured = torch.tensor(self.measured, device=self.device)  # (B,)
+        steps = torch.arange(self.nstep, device=self.device)
+        frozen = steps[None, :] >= measured[:, None]  # (B, N): measured after the sample stopped
+        last = (measured - 1).clamp(min=0)[:, None]
+
+        def trace(values: list[Tensor]) -> Tensor:  # frozen samples repeat their last value
+            stacked = torch.stack(values, dim=1)  # (B, N)
+            return torch.where(frozen, stacked.gather(1, last), stacked)
+
+        def per_sample(values: list, dtype: torch.dtype) -> Tensor:
+            return torch.tensor(values, dtype=dtype, device=self.device)
+
+        nonfinite = per_sample(self.nonfinite, torch.bool)
+        inf = torch.tensor(math.inf, dtype=self.dtype, device=self.device)
+        return SolverResult(
+            z=self.best_z.reshape(shape),
+            nstep=self.nstep,
+            abs_residual=torch.where(nonfinite, inf, per_sample(self.best_abs, self.dtype)),
+            rel_residual=torch.where(nonfinite, inf, per_sample(self.best_rel, self.dtype)),
+            converged=per_sample(self.converged, torch.bool),
+            nonfinite=nonfinite,
+            abs_trace=trace(self.abs_trace),
+            rel_trace=trace(self.rel_trace),
+            best_step=per_sample(self.best_step, torch.long),
+        )
