@@ -16,10 +16,12 @@ from harness.results import SweepStore
 from harness.session import describe_exception
 
 
-def _fit_run(spec: dict, run_dir: str) -> str:
+def _fit_run(spec: dict, run_dir: str, single_node: bool) -> str:
     """Body of the Ray task of one run: build and fit its TorchTrainer; returns its state."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.backend import BackendConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from harness.results import RunRecord
     from harness.session import record_callback
@@ -32,17 +34,21 @@ def _fit_run(spec: dict, run_dir: str) -> str:
     if res["gpus_per_worker"]:
         per_worker["GPU"] = res["gpus_per_worker"]
     record.set_status("running", reason=None, rank=None)
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"spec": spec, "run_dir": run_dir},
+    common = dict(
         scaling_config=ScalingConfig(num_workers=res["workers"], use_gpu=use_gpu,
                                      resources_per_worker=per_worker),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(name=spec["run_id"], storage_path=str(Path(run_dir) / "checkpoints"),
                              failure_config=FailureConfig(max_failures=res["max_failures"]),
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
                              callbacks=[record_callback(run_dir)]),
     )
+    if single_node:  # the workers form their process group through a file: no TCP store port
+        trainer = DataParallelTrainer(train_worker, backend_config=BackendConfig(),
+                                      train_loop_config={"spec": spec, "run_dir": run_dir,
+                                                         "rendezvous": "file"}, **common)
+    else:
+        trainer = TorchTrainer(train_worker, torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+                               train_loop_config={"spec": spec, "run_dir": run_dir}, **common)
     try:
         trainer.fit()
     except Exception as exc:  # recorded, never raised: one run's failure must not stop the sweep
@@ -78,12 +84,12 @@ def concurrency_limit(cluster: dict, runs: list[dict]) -> int:
     return min(fits)
 
 
-def run_all(ray, store: SweepStore, runs: list[dict]) -> None:
+def run_all(ray, store: SweepStore, runs: list[dict], *, single_node: bool = False) -> None:
     """Start every run (at most ``max_concurrent_runs`` at once) and wait for all of them."""
     from harness.progress import SweepProgress
 
     env = {k: v for k, v in os.environ.items()
-           if k in ("TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE", "PYTHONPATH", "DEQBENCH_DATA")}
+           if k in ("TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE", "PYTHONPATH", "DEQBENCH_FAULTS")}
     fit = ray.remote(num_cpus=0, max_retries=0)(_fit_run).options(runtime_env={"env_vars": env})
     limit = concurrency_limit(ray.cluster_resources(), runs)
     queue = list(runs)
@@ -93,7 +99,7 @@ def run_all(ray, store: SweepStore, runs: list[dict]) -> None:
         while queue or active:
             while queue and len(active) < limit:
                 spec = queue.pop(0)
-                ref = fit.remote(spec, str(store.run(spec["run_id"]).dir))
+                ref = fit.remote(spec, str(store.run(spec["run_id"]).dir), single_node)
                 active[ref] = spec
             done, _ = ray.wait(list(active), num_returns=1, timeout=1.0)
             for ref in done:

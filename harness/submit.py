@@ -110,6 +110,9 @@ def start_ray(args: argparse.Namespace):
     # and then refuse later CLI calls). Clusters with token auth: export RAY_AUTH_MODE=token and
     # RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) before submitting; see the README, "Security".
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # the dashboard's Train view (runs listed under their run ids) needs Ray Train's state
+    # actor; a cluster joined with --address must have been started with this set too
+    os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
     if not args.address:
         # Ray's single-machine mode: the node address is 127.0.0.1 and every Ray server
         # (GCS, raylet, workers, dashboard agent) listens on loopback only. Must be set
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         from harness.launch import run_all
 
         try:
-            run_all(ray, store, todo)
+            run_all(ray, store, todo, single_node=not args.address)
         finally:
             ray.shutdown()
     failed = [r for r in runs if store.run(r["run_id"]).read_status().get("state") != "finished"]

@@ -25,6 +25,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,10 @@ class Diverged(RuntimeError):
 
 def _device(session: Session) -> torch.device:
     if torch.cuda.is_available():
-        torch.cuda.set_device(session.local_rank)
-        return torch.device("cuda", session.local_rank)
+        # a worker may see all of the node's GPUs (index by local rank) or only its own
+        index = session.local_rank if torch.cuda.device_count() > session.local_rank else 0
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
@@ -81,7 +84,38 @@ def train_worker(config: dict[str, Any]) -> None:
     spec = config["spec"]
     tags = {"sweep": spec["sweep"], "run_id": spec["run_id"],
             "strategy": str(spec["model"].get("depth", {}).get("kind", ""))}
-    run_training(spec, Path(config["run_dir"]), RaySession(tags))
+    session = RaySession(tags)
+    if config.get("rendezvous") == "file":
+        _file_rendezvous(session)
+    try:
+        run_training(spec, Path(config["run_dir"]), session)
+    finally:
+        if config.get("rendezvous") == "file" and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _file_rendezvous(session: Session) -> None:
+    """Form the process group through a file instead of a TCP store (single node only).
+
+    torch's TCPStore listens on every interface; on one machine a FileStore in the temp
+    folder does the same job without opening a port. The file is named after the worker
+    group's placement group, which all workers of one (re)start share and no other has.
+    gloo and NCCL are told to use the loopback interface for the same reason.
+    """
+    import ray
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
+    group = ray.get_runtime_context().get_placement_group_id() or "nogroup"
+    path = Path(tempfile.gettempdir()) / f"deqbench-rendezvous-{group}"
+    store = dist.FileStore(str(path), session.world_size)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(_device(session))
+    dist.init_process_group(backend, store=store, rank=session.rank, world_size=session.world_size)
+    for key, value in (("RANK", session.rank), ("WORLD_SIZE", session.world_size),
+                       ("LOCAL_RANK", session.local_rank)):
+        os.environ[key] = str(value)
 
 
 def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
@@ -177,6 +211,8 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
                 rec.update(kind="train", step=step, elapsed_s=M.now(device) - t_start,
                            lr=float(engine.get_lr()[0]),
                            tokens_per_s=tokens_per_step / max(rec["step_time_s"], 1e-12))
+                if peak:
+                    rec["peak_mem_bytes"] = peak
                 _check_finite(rec, step)
                 pending.append(rec)
             interval = train_cfg["eval_interval"]

@@ -2,7 +2,7 @@
 
 A tiny sweep runs on an embedded Ray (dashboard on 127.0.0.1). While it runs, the test
 checks that the dashboard lists the Ray Train runs under their run ids, that the project's
-metrics (``deqbench_*``, exported with ``ray.util.metrics``) reach the metrics endpoint the
+metrics (``ray_deqbench_*``, exported with ``ray.util.metrics``) reach the metrics endpoint the
 dashboard advertises for Prometheus, and that every listening socket of the sweep's process
 tree is on loopback.
 """
@@ -67,7 +67,8 @@ def test_dashboard_shows_runs_and_metrics_and_only_loopback(tmp_path):
             if proc.poll() is not None:
                 break
             try:
-                runs = json.loads(_get(f"{url}/api/train/v2/runs"))
+                # Ray Train V2 runs (the "/api/train/v2/runs" route serves Train V1)
+                runs = json.loads(_get(f"{url}/api/train/v2/runs/v1"))
                 names = json.dumps(runs)
                 seen_runs = bool(run_ids) and all(r in names for r in run_ids)
                 targets = json.loads(_get(f"{url}/api/prometheus/sd"))
@@ -75,7 +76,8 @@ def test_dashboard_shows_runs_and_metrics_and_only_loopback(tmp_path):
                     for target in group.get("targets", []):
                         text = _get(f"http://{target}/metrics").decode()
                         for metric in text.splitlines():
-                            if metric.startswith("deqbench_loss") and run_ids and run_ids[0] in metric:
+                            # Ray prefixes application metrics with "ray_"
+                            if metric.startswith("ray_deqbench_loss{") and run_ids and run_ids[0] in metric:
                                 metric_line = metric
             except (OSError, ValueError):
                 continue
