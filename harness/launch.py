@@ -89,7 +89,8 @@ def run_all(ray, store: SweepStore, runs: list[dict], *, single_node: bool = Fal
     from harness.progress import SweepProgress
 
     env = {k: v for k, v in os.environ.items()
-           if k in ("TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE", "PYTHONPATH", "DEQBENCH_FAULTS")}
+           if k in ("TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE", "PYTHONPATH", "DEQBENCH_FAULTS",
+                     "RAY_TRAIN_ENABLE_STATE_TRACKING", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")}
     fit = ray.remote(num_cpus=0, max_retries=0)(_fit_run).options(runtime_env={"env_vars": env})
     limit = concurrency_limit(ray.cluster_resources(), runs)
     queue = list(runs)

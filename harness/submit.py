@@ -113,6 +113,10 @@ def start_ray(args: argparse.Namespace):
     # the dashboard's Train view (runs listed under their run ids) needs Ray Train's state
     # actor; a cluster joined with --address must have been started with this set too
     os.environ.setdefault("RAY_TRAIN_ENABLE_STATE_TRACKING", "1")
+    # Ray Train's controller collects reports on this period, and every ray.train.report waits
+    # for it: the 2 s default made small runs spend most of their time waiting (measured: a
+    # 30-step run with a report per step took 81 s at 2 s and 21 s at 0.2 s).
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     if not args.address:
         # Ray's single-machine mode: the node address is 127.0.0.1 and every Ray server
         # (GCS, raylet, workers, dashboard agent) listens on loopback only. Must be set

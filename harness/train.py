@@ -119,7 +119,23 @@ def _file_rendezvous(session: Session) -> None:
 
 
 def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
-    """Train one run on this worker; rank 0's reports become the run's records."""
+    """Train one run on this worker; rank 0's reports become the run's records.
+
+    Running out of memory anywhere (model build, measurement, a step) is raised as
+    :class:`WorkerOutOfMemory` with one line that says so, the step and the rank.
+    """
+    try:
+        return _train(spec, run_dir, session)
+    except WorkerOutOfMemory:
+        raise
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        if not _is_oom(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WorkerOutOfMemory(f"out of memory on rank {session.rank}: {first}") from None
+
+
+def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
     train_cfg = spec["train"]
     _setup_logging(run_dir, session.rank)
     torch.manual_seed(train_cfg["seed"])
@@ -139,16 +155,17 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
     engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                                    config=ds_cfg)
     _load_weights_only(engine)
-    start_step, resumed_from = 0, None
+    start_step = 0
     with session.checkpoint() as ckpt:
         if ckpt is not None:
             _, client = engine.load_checkpoint(str(ckpt), tag="latest_run_ckpt")
-            start_step = resumed_from = int((client or {}).get("step", 0))
+            start_step = int((client or {}).get("step", 0))
             log.info("resumed from checkpoint at step %d", start_step)
 
     env = environment(seeds={"train": train_cfg["seed"]}, world_size=session.world_size) if is_main else None
     first: dict[str, Any] = {"status": {"state": "running", "step": start_step}, "env": env,
-                             "resumed_from": resumed_from}
+                             # records after the starting step belong to a lost attempt
+                             "resumed_from": start_step}
     session.report(first if is_main else {})
     act_bytes = work.activation_bytes(engine.module)  # every rank: ZeRO-3 forwards gather
 

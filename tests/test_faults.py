@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -75,8 +76,8 @@ def test_killed_worker_divergence_and_oom(tmp_path):
 
 def test_driver_killed_mid_sweep_resumes(tmp_path):
     depths = [{"kind": "weight_tied", "layers": 2}, {"kind": "explicit", "layers": 2}]
-    job = tiny_job(tmp_path, "driverkill", depths, steps=60,
-                   extra_train={"checkpoint_interval": 4, "eval_interval": 0},
+    job = tiny_job(tmp_path, "driverkill", depths, steps=32,
+                   extra_train={"checkpoint_interval": 4, "log_interval": 4, "eval_interval": 0},
                    resources={"max_concurrent_runs": 1})
     proc = submit(job, tmp_path, wait=False)
     sweep = tmp_path / "results" / "driverkill"
@@ -86,11 +87,14 @@ def test_driver_killed_mid_sweep_resumes(tmp_path):
         while time.time() < deadline:  # wait: first run finished, second has a checkpoint
             if (sweep / "sweep.json").exists():
                 ids = read_json(sweep / "sweep.json")["run_ids"]
-                states = [read_json(sweep / "runs" / i / "status.json").get("state") for i in ids]
-                if "finished" in states:
-                    first = ids[states.index("finished")]
+                states = [read_json(sweep / "runs" / i / "status.json") for i in ids]
+                done = [i for i, st in zip(ids, states) if st.get("state") == "finished"]
+                if done:
+                    first = done[0]
                     second = [i for i in ids if i != first][0]
-                    if list((sweep / "runs" / second / "checkpoints").glob("*/checkpoint_*")):
+                    # a checkpoint counts once its report reached the records (step >= 8)
+                    step = read_json(sweep / "runs" / second / "status.json").get("step") or 0
+                    if step >= 8 and list((sweep / "runs" / second / "checkpoints").glob("*/checkpoint_*")):
                         break
             time.sleep(0.5)
         else:
@@ -108,5 +112,7 @@ def test_driver_killed_mid_sweep_resumes(tmp_path):
     assert (sweep / "runs" / first / "status.json").read_bytes() == first_status
     st = read_json(sweep / "runs" / second / "status.json")
     assert st["state"] == "finished"
-    assert _train_steps(sweep / "runs" / second) == list(range(2, 61, 2))
-    assert "resumed from checkpoint" in (sweep / "runs" / second / "logs" / "rank0.log").read_text()
+    assert _train_steps(sweep / "runs" / second) == list(range(4, 33, 4))  # no gap, no duplicate
+    log = (sweep / "runs" / second / "logs" / "rank0.log").read_text()
+    resumed = [int(m) for m in re.findall(r"resumed from checkpoint at step (\d+)", log)]
+    assert resumed and resumed[0] >= 4, log
