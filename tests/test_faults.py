@@ -76,7 +76,7 @@ def test_killed_worker_divergence_and_oom(tmp_path):
 
 def test_driver_killed_mid_sweep_resumes(tmp_path):
     depths = [{"kind": "weight_tied", "layers": 2}, {"kind": "explicit", "layers": 2}]
-    job = tiny_job(tmp_path, "driverkill", depths, steps=32,
+    job = tiny_job(tmp_path, "driverkill", depths, steps=200,
                    extra_train={"checkpoint_interval": 4, "log_interval": 4, "eval_interval": 0},
                    resources={"max_concurrent_runs": 1})
     proc = submit(job, tmp_path, wait=False)
@@ -93,8 +93,9 @@ def test_driver_killed_mid_sweep_resumes(tmp_path):
                     first = done[0]
                     second = [i for i in ids if i != first][0]
                     # a checkpoint counts once its report reached the records (step >= 8)
-                    step = read_json(sweep / "runs" / second / "status.json").get("step") or 0
-                    if step >= 8 and list((sweep / "runs" / second / "checkpoints").glob("*/checkpoint_*")):
+                    st2 = read_json(sweep / "runs" / second / "status.json")
+                    step = st2.get("step") or 0
+                    if st2.get("state") == "running" and step >= 8 and list((sweep / "runs" / second / "checkpoints").glob("*/checkpoint_*")):
                         break
             time.sleep(0.5)
         else:
@@ -112,7 +113,7 @@ def test_driver_killed_mid_sweep_resumes(tmp_path):
     assert (sweep / "runs" / first / "status.json").read_bytes() == first_status
     st = read_json(sweep / "runs" / second / "status.json")
     assert st["state"] == "finished"
-    assert _train_steps(sweep / "runs" / second) == list(range(4, 33, 4))  # no gap, no duplicate
+    assert _train_steps(sweep / "runs" / second) == list(range(4, 201, 4))  # no gap, no duplicate
     log = (sweep / "runs" / second / "logs" / "rank0.log").read_text()
     resumed = [int(m) for m in re.findall(r"resumed from checkpoint at step (\d+)", log)]
     assert resumed and resumed[0] >= 4, log
