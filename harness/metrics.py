@@ -15,7 +15,7 @@ import math
 import resource
 import statistics
 import time
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
@@ -109,3 +109,79 @@ def all_reduce_stats(means: dict[str, float], maxes: dict[str, float],
         maxes = {k: (float("nan") if f > 0 else float(v))
                  for k, v, f in zip(kmax, t.tolist(), nan_flag.tolist())}
     return means, maxes
+
+
+class StatsWindow:
+    """Running loss and model stats between two reports, and over the whole run."""
+
+    def __init__(self) -> None:
+        self.loss: list[float] = []
+        self.window: dict[str, list[float]] = {}
+        self.total: dict[str, list[float]] = {}
+
+    def add(self, loss: float, stats: dict[str, float]) -> None:
+        self.loss.append(loss)
+        for k, v in stats.items():
+            self.window.setdefault(k, []).append(float(v))
+            self.total.setdefault(k, []).append(float(v))
+
+    def flush(self, device: torch.device) -> dict[str, float]:
+        means = {k: sum(v) / len(v) for k, v in self.window.items() if v}
+        means["loss"] = sum(self.loss) / max(len(self.loss), 1)
+        maxes = {k: max(v) for k, v in self.window.items() if v and k.endswith("_max")}
+        means, maxes = all_reduce_stats(means, maxes, device)
+        rec = {"loss": means["loss"], "nfe": means.get("nfe"), "step_time_s": means.get("step_time_s")}
+        if "fwd_nstep" in means:
+            rec.update(fwd_nstep=means["fwd_nstep"], fwd_abs_res=means.get("fwd_abs_res_mean"),
+                       fwd_rel_res=means.get("fwd_rel_res_mean"))
+        if "bwd_nstep" in means:
+            rec.update(bwd_nstep=means["bwd_nstep"], bwd_res=means.get("bwd_res_mean"))
+        self.loss, self.window = [], {}
+        return rec
+
+    def summary(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {"nfe": mean_or_none(self.total.get("nfe"))}
+        for key in ("fwd_nstep", "bwd_nstep"):
+            out[f"{key}_mean"] = mean_or_none(self.total.get(key))
+            out[f"{key}_max"] = max(self.total[key]) if self.total.get(key) else None
+        for key in ("fwd_abs_res", "fwd_rel_res", "bwd_res"):
+            out[f"{key}_mean"] = mean_or_none(self.total.get(f"{key}_mean"))
+            out[f"{key}_max"] = max(self.total[f"{key}_max"]) if self.total.get(f"{key}_max") else None
+        return out
+
+
+def mean_or_none(values: list[float] | None) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def reduce_summary(summary: dict, device: torch.device) -> dict:
+    """Average timing/solver means over ranks and take maxima of the maxima."""
+    numeric = {k: v for k, v in summary.items()
+               if isinstance(v, float) and not k.startswith(("val_", "test_"))}
+    means = {k: v for k, v in numeric.items() if not k.endswith("_max")}
+    maxes = {k: v for k, v in numeric.items() if k.endswith("_max")}
+    maxes["peak_mem_bytes"] = float(summary["peak_mem_bytes"])
+    means, maxes = all_reduce_stats(means, maxes, device)
+    out = dict(summary)
+    out.update(means)
+    out.update(maxes)
+    out["peak_mem_bytes"] = int(maxes["peak_mem_bytes"])
+    return out
+
+
+def param_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in order: equal on ranks that hold equal weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in module.parameters():
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def gather_from_ranks(value: Any, world_size: int) -> list:
+    if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out: list = [None] * world_size
+    dist.all_gather_object(out, value)
+    return out

@@ -41,9 +41,6 @@ from harness.session import LocalSession, Session, scratch_dir
 from harness.workload import Workload
 
 log = logging.getLogger("deqbench.train")
-SOLVER_KEYS = ("fwd_nstep", "fwd_abs_res_mean", "fwd_abs_res_max", "fwd_rel_res_mean",
-               "fwd_rel_res_max")
-BWD_KEYS = ("bwd_nstep", "bwd_res_mean", "bwd_res_max")
 
 
 class WorkerOutOfMemory(RuntimeError):
@@ -179,7 +176,7 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
     window = M.MemoryWindow(device)
     timed: dict[str, list[float]] = {"step": [], "fwd": [], "bwd": [], "solver": []}
     pending: list[dict] = []
-    agg = _Aggregate()
+    agg = M.StatsWindow()
     evals: dict[str, float] = {}
     t_start = M.now(device)
     last_loss = float("nan")
@@ -272,10 +269,10 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
         "wall_time_s": wall, "steps": steps, "train_loss": last_loss,
         "optimal_ppl": work.optimal_ppl, **agg.summary(), **evals,
     }
-    summary = _reduce_summary(summary, device)
+    summary = M.reduce_summary(summary, device)
     # ZeRO-3 partitions the parameters: the module then holds no full copy to compare
     if engine.zero_optimization_stage() < 3:
-        summary["rank_param_sha"] = _gather(_param_fingerprint(engine.module), session.world_size)
+        summary["rank_param_sha"] = M.gather_from_ranks(M.param_fingerprint(engine.module), session.world_size)
     final = {"records": [{"kind": "eval", "step": steps, "elapsed_s": wall,
                           **{k: v for k, v in evals.items() if k.startswith("val_")}}],
              "summary": summary,
@@ -327,24 +324,6 @@ def _cap_memory(cap_gb: float) -> None:
     log.info("address space capped at %.2f GiB (%.2f GiB above start-up)", limit / 2 ** 30, cap_gb)
 
 
-def _param_fingerprint(module: torch.nn.Module) -> str:
-    """SHA-256 of every parameter's bytes, in order: equal on ranks that hold equal weights."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in module.parameters():
-        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _gather(value: Any, world_size: int) -> list:
-    if world_size == 1 or not (dist.is_available() and dist.is_initialized()):
-        return [value]
-    out: list = [None] * world_size
-    dist.all_gather_object(out, value)
-    return out
-
-
 def _is_oom(exc: BaseException) -> bool:
     """CUDA OOM, Python's MemoryError, or the CPU allocator failing under a memory cap."""
     return (isinstance(exc, (torch.OutOfMemoryError, MemoryError))
@@ -356,64 +335,6 @@ def _check_finite(rec: dict, step: int) -> None:
         value = rec.get(key)
         if value is not None and not math.isfinite(value):
             raise Diverged(f"non-finite {key} ({value}) at step {step}")
-
-
-class _Aggregate:
-    """Running loss and model stats between two reports, and over the whole run."""
-
-    def __init__(self) -> None:
-        self.loss: list[float] = []
-        self.window: dict[str, list[float]] = {}
-        self.total: dict[str, list[float]] = {}
-
-    def add(self, loss: float, stats: dict[str, float]) -> None:
-        self.loss.append(loss)
-        for k, v in stats.items():
-            self.window.setdefault(k, []).append(float(v))
-            self.total.setdefault(k, []).append(float(v))
-
-    def flush(self, device: torch.device) -> dict[str, float]:
-        means = {k: sum(v) / len(v) for k, v in self.window.items() if v}
-        means["loss"] = sum(self.loss) / max(len(self.loss), 1)
-        maxes = {k: max(v) for k, v in self.window.items() if v and k.endswith("_max")}
-        means, maxes = M.all_reduce_stats(means, maxes, device)
-        rec = {"loss": means["loss"], "nfe": means.get("nfe"), "step_time_s": means.get("step_time_s")}
-        if "fwd_nstep" in means:
-            rec.update(fwd_nstep=means["fwd_nstep"], fwd_abs_res=means.get("fwd_abs_res_mean"),
-                       fwd_rel_res=means.get("fwd_rel_res_mean"))
-        if "bwd_nstep" in means:
-            rec.update(bwd_nstep=means["bwd_nstep"], bwd_res=means.get("bwd_res_mean"))
-        self.loss, self.window = [], {}
-        return rec
-
-    def summary(self) -> dict[str, float | None]:
-        out: dict[str, float | None] = {"nfe": _mean(self.total.get("nfe"))}
-        for key in ("fwd_nstep", "bwd_nstep"):
-            out[f"{key}_mean"] = _mean(self.total.get(key))
-            out[f"{key}_max"] = max(self.total[key]) if self.total.get(key) else None
-        for key in ("fwd_abs_res", "fwd_rel_res", "bwd_res"):
-            out[f"{key}_mean"] = _mean(self.total.get(f"{key}_mean"))
-            out[f"{key}_max"] = max(self.total[f"{key}_max"]) if self.total.get(f"{key}_max") else None
-        return out
-
-
-def _mean(values: list[float] | None) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
-def _reduce_summary(summary: dict, device: torch.device) -> dict:
-    """Average timing/solver means over ranks and take maxima of the maxima."""
-    numeric = {k: v for k, v in summary.items()
-               if isinstance(v, float) and not k.startswith(("val_", "test_"))}
-    means = {k: v for k, v in numeric.items() if not k.endswith("_max")}
-    maxes = {k: v for k, v in numeric.items() if k.endswith("_max")}
-    maxes["peak_mem_bytes"] = float(summary["peak_mem_bytes"])
-    means, maxes = M.all_reduce_stats(means, maxes, device)
-    out = dict(summary)
-    out.update(means)
-    out.update(maxes)
-    out["peak_mem_bytes"] = int(maxes["peak_mem_bytes"])
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
