@@ -5,6 +5,8 @@ a step and a kind:
 
 - ``kill``: the worker process kills itself with SIGKILL before that step (first attempt
   only: a marker file in the run folder records that it fired), as a lost node would;
+  ``delay_s`` makes it wait that long first (its peers block in the next collective), which
+  gives Ray Train time to commit the checkpoints reported before;
 - ``nan``: that step's loss becomes NaN on that rank, as a diverging model's would; the
   NaN then spreads through the gradient all-reduce like a real divergence.
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 KINDS = ("kill", "nan")
@@ -42,5 +45,6 @@ def before_step(faults: list[dict], step: int, run_dir: Path) -> bool:
             marker = run_dir / f".fault-kill-r{fault.get('rank', 0)}-s{step}"
             if not marker.exists():
                 marker.write_text("fired\n")
+                time.sleep(float(fault.get("delay_s", 0)))
                 os.kill(os.getpid(), signal.SIGKILL)
     return poison

@@ -47,7 +47,9 @@ def test_killed_worker_divergence_and_oom(tmp_path):
          "resources.memory_cap_gb": 0.25, "resources.max_failures": 0},
     ]}
     job.write_text(yaml.safe_dump(spec))
-    faults = [{"run": "kill", "kind": "kill", "rank": 1, "step": 7},
+    # the kill waits 2 s, so the checkpoint of step 4 is committed by Ray Train first (a
+    # checkpoint reported a few milliseconds before a crash may legitimately be lost)
+    faults = [{"run": "kill", "kind": "kill", "rank": 1, "step": 7, "delay_s": 2},
               {"run": "nan", "kind": "nan", "rank": 0, "step": 3}]
     proc = submit(job, tmp_path, env={"DEQBENCH_FAULTS": json.dumps(faults)})
     assert proc.returncode == 1, proc.stdout + proc.stderr  # some runs failed, the sweep finished
