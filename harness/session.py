@@ -19,6 +19,7 @@ A *report* is a plain dict built by rank 0 (other ranks send ``{}``)::
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -162,12 +163,15 @@ def record_callback(run_dir: str):
     return RecordCallback(run_dir)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def describe_exception(exc: BaseException) -> str:
     """One line: the innermost exception's class and first message line."""
     inner = exc
     while getattr(inner, "__cause__", None) is not None:
         inner = inner.__cause__
-    text = str(inner).strip().splitlines()
+    text = _ANSI.sub("", str(inner)).strip().splitlines()
     return f"{type(inner).__name__}: {text[0] if text else ''}".strip()
 
 

@@ -84,7 +84,7 @@ def print_runs(runs: list[dict], counts: dict[str, dict], out=sys.stdout) -> Non
 def open_sweep(results_root: Path, job, text: str, runs: list[dict], job_file: str, fresh: bool) -> SweepStore:
     from harness.envinfo import environment
 
-    sweep_dir = results_root / job.name
+    sweep_dir = (results_root / job.name).absolute()  # Ray's actors run in other folders
     if fresh and sweep_dir.exists():
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         archived = sweep_dir.with_name(f"{job.name}-{stamp}")

@@ -51,18 +51,23 @@ def tiny_job(tmp: Path, name: str, depths: list[dict], *, task: str = "lm", step
 
 
 def submit(job: Path, tmp: Path, *args: str, env: dict | None = None, timeout: float = 600,
-           wait: bool = True):
-    """Run the real CLI; returns CompletedProcess (or the Popen when ``wait`` is False)."""
-    cmd = [sys.executable, "-m", "harness.submit", str(job), "--results", str(tmp / "results"),
-           "--reports", str(tmp / "reports"), "--num-cpus", "2", *args]
+           wait: bool = True, relative: bool = False):
+    """Run the real CLI; returns CompletedProcess (or the Popen when ``wait`` is False).
+
+    ``relative``: run from ``tmp`` with relative results/reports folders, as a user would.
+    """
+    root = Path(".") if relative else tmp
+    cmd = [sys.executable, "-m", "harness.submit", str(job), "--results", str(root / "results"),
+           "--reports", str(root / "reports"), "--num-cpus", "2", *args]
     full_env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1",
                 "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
                                                        str(REPO / ".cache" / "torch_extensions")),
                 **(env or {})}
     if not wait:
-        return subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE,
+        return subprocess.Popen(cmd, cwd=tmp if relative else REPO, env=full_env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=tmp if relative else REPO, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def read_json(path: Path) -> dict:

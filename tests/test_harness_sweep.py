@@ -21,7 +21,7 @@ def test_sweep_records_and_resubmission(tmp_path):
     depths = [{"kind": "deq", "max_iter": 8, "tol": 1e-3, "backward_max_iter": 8},
               {"kind": "weight_tied", "layers": 2}]
     job = tiny_job(tmp_path, "itest", depths, steps=12)
-    proc = submit(job, tmp_path)
+    proc = submit(job, tmp_path, relative=True)  # relative folders, as in `make run`
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Ray dashboard: http://127.0.0.1:" in proc.stdout
 
@@ -50,7 +50,7 @@ def test_sweep_records_and_resubmission(tmp_path):
 
     # the same job file again: nothing reruns, no record changes
     before = {p: p.read_bytes() for p in sweep.glob("runs/*/*") if p.is_file() and p.suffix in (".json", ".jsonl")}
-    again = submit(job, tmp_path)
+    again = submit(job, tmp_path, relative=True)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "2 already done, 0 to run" in again.stdout
     assert "Ray dashboard" not in again.stdout  # no cluster was even started
