@@ -1,4 +1,9 @@
-"""Runs on Ray: one Ray Train ``TorchTrainer`` per run, each started from a Ray task.
+"""Runs on Ray: one Ray Train trainer per run, each started from a Ray task.
+
+On a cluster joined with ``--address`` the trainer is a ``TorchTrainer`` (gloo on CPU, nccl on
+CUDA, rendezvous through torch's TCP store). On the embedded single-node Ray it is the same
+data-parallel trainer without Ray's torch backend: the workers form their process group
+through a file (``harness.train._file_rendezvous``), so no port opens beyond loopback.
 
 The tasks ask for no CPU themselves; each trainer's workers ask for the run's resources,
 so Ray's own scheduler decides how many runs fit at once (``resources.max_concurrent_runs``
