@@ -367,16 +367,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = matches[0]
     spec["resources"] = {**spec["resources"], "workers": 1}
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29511")
-    os.environ.setdefault("RANK", "0")
-    os.environ.setdefault("LOCAL_RANK", "0")
-    os.environ.setdefault("WORLD_SIZE", "1")
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
     store = SweepStore(Path(args.results) / job.name)
     record = store.run(spec["run_id"])
     record.write_spec(spec)
     record.set_status("running", reason=None, rank=None)
-    summary = run_training(spec, record.dir, LocalSession(record))
+    # a one-process group through a file: DeepSpeed needs one, and no port is opened
+    with tempfile.TemporaryDirectory(prefix="deqbench-local-") as tmp:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend, store=dist.FileStore(str(Path(tmp) / "store"), 1), rank=0,
+                                world_size=1)
+        try:
+            summary = run_training(spec, record.dir, LocalSession(record))
+        finally:
+            dist.destroy_process_group()
     print(f"{spec['name']} ({spec['run_id']}): {record.read_status()['state']} -> {record.dir}")
     return 0 if summary is not None else 1
 
