@@ -133,7 +133,7 @@ def start_ray(args: argparse.Namespace):
         print(f"joined Ray cluster at {args.address}")
     else:
         if args.dashboard_host != LOOPBACK:
-            print(f"warning: the Ray dashboard will listen on {args.dashboard_host}:{args.dashboard_port}; "
+            print(f"warning: the Ray dashboard will listen on {args.dashboard_host}:{port}; "
                   "it has no authentication and runs code for whoever reaches it", file=sys.stderr)
         ctx = ray.init(num_cpus=args.num_cpus, include_dashboard=True, dashboard_host=args.dashboard_host,
                        dashboard_port=port, log_to_driver=False,
