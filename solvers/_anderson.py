@@ -78,10 +78,9 @@ def _anderson_flat(f_flat: Callable[[Tensor], Tensor], x: Tensor, shape: torch.S
         fx = f_flat(x_next)
         g_next = fx - x_next
         tracker.observe(x_next, fx, g_next)
-        if tracker.failed_rows:  # back to the last finite iterate; frozen from now on
-            rows = tracker.rows(tracker.failed_rows)
-            x_next = x_next.index_copy(0, rows, x.index_select(0, rows))
-            g_next = g_next.index_copy(0, rows, g.index_select(0, rows))
+        # samples that met a non-finite value go back to their last finite iterate
+        x_next = tracker.roll_back_failed(x_next, x)
+        g_next = tracker.roll_back_failed(g_next, g)
         x, g = x_next, g_next
         slot = (slot + 1) % m
     return tracker.result(shape)

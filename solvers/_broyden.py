@@ -99,9 +99,8 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
         if tracker.nstep >= max_iter or not tracker.any_active:
             break
         if tracker.failed_rows:  # back to the last finite iterate, frozen; F = 0 keeps it finite
-            rows = tracker.rows(tracker.failed_rows)
-            z_next = z_next.index_copy(0, rows, z.index_select(0, rows))
-            F.index_fill_(0, rows, 0.0)
+            z_next = tracker.roll_back_failed(z_next, z)
+            F.index_fill_(0, tracker.rows(tracker.failed_rows), 0.0)
         if tracker.n_active != seen_active:
             neg_active, seen_active = -tracker.active_mask.to(z.dtype), tracker.n_active
         z = z_next

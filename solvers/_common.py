@@ -206,6 +206,14 @@ class IterateTracker:
         """A list of sample indices as an index tensor on the solver's device."""
         return torch.tensor(indices, dtype=torch.long, device=self.device)
 
+    def roll_back_failed(self, new: Tensor, old: Tensor) -> Tensor:
+        """``new`` (B, D) with the rows of samples that just met a non-finite value taken from
+        ``old`` (their last finite iterate); those samples are frozen from now on."""
+        if not self.failed_rows:
+            return new
+        rows = self.rows(self.failed_rows)
+        return new.index_copy(0, rows, old.index_select(0, rows))
+
     def freeze_inactive(self, new: Tensor, old: Tensor) -> Tensor:
         """``new`` (B, D) with the rows of inactive samples taken from ``old``."""
         if self.n_active == self.batch:

@@ -32,9 +32,8 @@ def fixed_point_iter(f: Callable[[Tensor], Tensor], z0: Tensor, *, max_iter: int
             fz = f_flat(z_next)
             g_next = fz - z_next
             tracker.observe(z_next, fz, g_next)
-            if tracker.failed_rows:  # back to the last finite iterate; frozen from now on
-                rows = tracker.rows(tracker.failed_rows)
-                z_next = z_next.index_copy(0, rows, z.index_select(0, rows))
-                g_next = g_next.index_copy(0, rows, g.index_select(0, rows))
+            # samples that met a non-finite value go back to their last finite iterate
+            z_next = tracker.roll_back_failed(z_next, z)
+            g_next = tracker.roll_back_failed(g_next, g)
             z, g = z_next, g_next
         return restore_dtype(tracker.result(z0.shape), z0.dtype)
