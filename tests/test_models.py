@@ -26,12 +26,8 @@ CELL_VARIANTS = {  # name -> config keys
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster single-threaded, and CI machines are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Single-threaded for this module (tests/conftest.py)."""
 
 
 def config(cell: str = "transformer", depth: dict | None = None, **extra) -> dict:

@@ -17,11 +17,8 @@ B, T, D, VOCAB = 2, 8, 16, 12
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Single-threaded for this module (tests/conftest.py)."""
 
 
 def tiny(depth: dict, cell: str = "transformer") -> nn.Module:
