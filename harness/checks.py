@@ -13,7 +13,6 @@ path, the bad value and what is allowed.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -131,7 +130,3 @@ def check_resources(runs: Iterable[dict], nodes: list[dict], file: str | Path) -
         if n * cpu > total_cpu or n * gpu > total_gpu:
             raise JobFileError(file, "resources.workers", f"{n} workers x ({cpu} CPU, {gpu} GPU) exceed "
                                f"the cluster ({total_cpu} CPU, {total_gpu} GPU in all)")
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

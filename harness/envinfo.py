@@ -1,6 +1,7 @@
 """The environment record of a run or sweep (DESIGN.md: what ran, where, with what)."""
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -47,7 +48,7 @@ def environment(**extra: Any) -> dict[str, Any]:
         "device_count": torch.cuda.device_count() if cuda else 0,
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda
         else [f"cpu ({platform.processor() or platform.machine()})"],
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "started": utc_now(),
     }
     env.update(extra)

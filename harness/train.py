@@ -36,7 +36,6 @@ from harness import faults as F
 from harness import metrics as M
 from harness.dsconfig import deepspeed_config
 from harness.envinfo import environment
-from harness.results import RunRecord, utc_now
 from harness.session import LocalSession, Session, scratch_dir
 from harness.workload import Workload
 
