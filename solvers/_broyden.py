@@ -48,6 +48,34 @@ from ._common import (IterateTracker, SolverResult, check_options, check_positiv
                       flatten_problem, restore_dtype)
 
 
+CHUNK_TARGET = 8192  # on CUDA: reduction chunks of at least this many elements per sample
+
+
+def reduction_chunks(dim: int, device: torch.device) -> int:
+    """How many chunks to split each sample's D elements into for the reduction: 1 on a CPU;
+    on CUDA the largest power of two that leaves chunks of at least ``CHUNK_TARGET``. A batched
+    product over B samples of length D gives cuBLAS only B blocks of work, about 0.6 ms at
+    B=32, D=131072 on an H200 whatever the number of steps; B x chunks shorter products,
+    summed, take 0.07-0.18 ms. On a CPU the plain product is as fast or faster."""
+    chunks = 1
+    if device.type == "cuda":
+        while dim % (2 * chunks) == 0 and dim // (2 * chunks) >= CHUNK_TARGET:
+            chunks *= 2
+    return chunks
+
+
+def pair_products(pair: Tensor, stored: Tensor, chunks: int = 1) -> Tensor:
+    """(B, 2, r): per sample, the dot products of rows ``pair`` (2, B, D) with rows ``stored``
+    (r, B, D), both views of row-first buffers; each sample's D split into ``chunks``."""
+    rows, batch, dim = stored.shape
+    if chunks == 1:
+        return torch.bmm(pair.transpose(0, 1), stored.permute(1, 2, 0))  # (B, 2, D) @ (B, D, r)
+    part = dim // chunks
+    left = pair.view(2, batch, chunks, part).permute(1, 2, 0, 3).reshape(batch * chunks, 2, part)  # a view
+    right = stored.view(rows, batch, chunks, part).permute(1, 2, 3, 0).reshape(batch * chunks, part, rows)
+    return torch.bmm(left, right).view(batch, chunks, 2, rows).sum(dim=1)
+
+
 def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, max_iter: int = 50, tol: float = 1e-3,
             stop_mode: str = "abs", memory: int | None = None) -> SolverResult:
     """Find z = f(z) per sample with Broyden's method; see the module docstring.
@@ -100,6 +128,7 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
     skip_below = float(torch.finfo(z.dtype).eps) ** 0.5
     tiny = float(torch.finfo(z.dtype).tiny)
     on_cpu = z.device.type == "cpu"
+    chunks = reduction_chunks(dim, z.device)
     active, seen_active = np.array(tracker.active), tracker.n_active
 
     while True:
@@ -110,12 +139,10 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
         torch.sub(z_next, fz, out=F)
         fz_norm = torch.linalg.vector_norm(fz, dim=1)  # (B,)
         # Reduction pass: rows [F, s_n] against rows 0..n+1 (all rows once the ring is full).
-        stored = (buf if wrapped else buf[:newest + 2]).transpose(0, 1)  # (B, rows, D)
-        if last > 1:
-            pair = buf[1:last + 1:last - 1].transpose(0, 1)  # (B, 2, D) rows F and s_n: a view
-        else:  # s_n in row 0: the product of rows [s_n, F], read back swapped
-            pair = buf[0:2].transpose(0, 1)
-        prods = torch.bmm(pair, stored.transpose(1, 2))  # (B, 2, rows)
+        stored = buf if wrapped else buf[:newest + 2]  # (rows, B, D)
+        # rows F and s_n, a strided view; with s_n in row 0, rows [s_n, F], read back swapped
+        pair = buf[1:last + 1:last - 1] if last > 1 else buf[0:2]  # (2, B, D)
+        prods = pair_products(pair, stored, chunks)  # (B, 2, rows)
         if on_cpu:
             host, fz_host = prods.numpy(), fz_norm.numpy()
         else:  # one copy to the host per iteration

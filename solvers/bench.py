@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._anderson import anderson
-from ._broyden import broyden
+from ._broyden import broyden, pair_products, reduction_chunks
 from ._fixed_point import fixed_point_iter
 from ._jacobian import jacobian_spectral_radius
 
@@ -156,6 +156,7 @@ def broyden_passes_only(f: Callable[[Tensor], Tensor], z0: Tensor, nfe: int) -> 
     torch.neg(F, out=buf[0])
     weights = z.new_zeros(batch, 1, nfe)
     weights[:, 0, 0] = -1.0
+    chunks = reduction_chunks(z.shape[1], z.device)
     last = 0
     for n in range(nfe - 1):
         z = z + buf[last]
@@ -163,7 +164,7 @@ def broyden_passes_only(f: Callable[[Tensor], Tensor], z0: Tensor, nfe: int) -> 
         torch.sub(z, fz, out=F)
         norm = torch.linalg.vector_norm(fz, dim=1)
         pair = buf[1:last + 1:last - 1] if last > 1 else buf[0:2]
-        prods = torch.bmm(pair.transpose(0, 1), buf[:n + 2].transpose(0, 1).transpose(1, 2))
+        prods = pair_products(pair, buf[:n + 2], chunks)
         torch.cat((prods.reshape(-1), norm)).tolist()
         if n + 2 <= nfe - 1:
             torch.bmm(weights[:, :, :n + 1], buf[1:n + 2].transpose(0, 1), out=buf[n + 2, :, None])

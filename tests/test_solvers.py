@@ -313,3 +313,17 @@ def test_bench_floor_row_takes_fixed_point_steps():
     for _ in range(5):
         expected = f(expected)
     torch.testing.assert_close(broyden_passes_only(f, z0, nfe=6), expected)
+
+
+def test_chunked_reduction_matches_the_plain_one():
+    from solvers._broyden import pair_products, reduction_chunks
+
+    assert reduction_chunks(131072, torch.device("cpu")) == 1
+    assert reduction_chunks(131072, torch.device("cuda")) == 16  # chunks of 8192
+    assert reduction_chunks(8192, torch.device("cuda")) == 1
+    assert reduction_chunks(3 * 8192, torch.device("cuda")) == 2
+    buf = torch.randn(6, 3, 64, dtype=torch.float64)  # rows first, as in the solver
+    pair, stored = buf[1:5:3], buf[:5]  # a strided pair of rows, like [F, s_n]
+    expected = torch.einsum("pbd,rbd->bpr", pair, stored)
+    for chunks in (1, 2, 8):
+        torch.testing.assert_close(pair_products(pair, stored, chunks), expected)
