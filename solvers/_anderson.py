@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ._common import (IterateTracker, SolverResult, check_damping, check_options,
-                      check_positive_int, flatten_problem, restore_dtype)
+                      check_positive_int, exact_products, flatten_problem, restore_dtype)
 
 
 def anderson(f: Callable[[Tensor], Tensor], z0: Tensor, *, max_iter: int = 50, tol: float = 1e-3,
@@ -64,7 +64,8 @@ def _anderson_flat(f_flat: Callable[[Tensor], Tensor], x: Tensor, shape: torch.S
         history[2 * slot + 1] = g
         count = min(count + 1, m)
         residuals = history[1:2 * count:2].transpose(0, 1)  # (B, n, D)
-        dots = torch.bmm(g[:, None], residuals.transpose(1, 2))[:, 0]  # (B, n)
+        with exact_products(x.device):
+            dots = torch.bmm(g[:, None], residuals.transpose(1, 2))[:, 0]  # (B, n)
         gram[:, slot, :count] = dots
         gram[:, :count, slot] = dots
         system = gram[:, :count, :count]  # (B, n, n)
@@ -73,7 +74,8 @@ def _anderson_flat(f_flat: Callable[[Tensor], Tensor], x: Tensor, shape: torch.S
         weights = torch.linalg.solve_ex(system, ones[:, :count], check_errors=False)[0][:, :, 0]  # (B, n)
         alpha = weights / weights.sum(dim=1, keepdim=True)
         mix = torch.stack((alpha, alpha * tau), dim=2).reshape(batch, 1, 2 * count)  # (B, 1, 2n)
-        mixed = torch.bmm(mix, history[:2 * count].transpose(0, 1))[:, 0]  # sum alpha_i (x_i + tau g_i)
+        with exact_products(x.device):
+            mixed = torch.bmm(mix, history[:2 * count].transpose(0, 1))[:, 0]  # sum alpha_i (x_i + tau g_i)
         x_next = tracker.freeze_inactive(mixed, x)  # frozen samples stay
         fx = f_flat(x_next)
         g_next = fx - x_next

@@ -27,7 +27,9 @@ small per-sample matrices is done on the host, in float64 NumPy, from one read o
 reduction's result per iteration (the one host sync the stop test needs anyway; on a GPU
 one small copy each way): a dozen tiny torch operations would cost more on a CPU, and
 as many kernel launches on a GPU. (I - L)^{-1} is kept whole and grown by one row per
-factor, so y = (I - L)^{-1} S^T F is one small matrix product.
+factor, so y = (I - L)^{-1} S^T F is one small matrix product. On CUDA the reduction
+splits each sample into chunks (``reduction_chunks``), and both products run in full
+float32 even where the user allows TF32 for f (``exact_products``).
 
 Per sample: its own steps, small matrices and factors; samples that converged (or met
 non-finite values) take zero steps from then on. Limited memory: ``memory=m`` keeps the
@@ -44,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import (IterateTracker, SolverResult, check_options, check_positive_int,
+from ._common import (IterateTracker, SolverResult, check_options, check_positive_int, exact_products,
                       flatten_problem, restore_dtype)
 
 
@@ -142,7 +144,8 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
         stored = buf if wrapped else buf[:newest + 2]  # (rows, B, D)
         # rows F and s_n, a strided view; with s_n in row 0, rows [s_n, F], read back swapped
         pair = buf[1:last + 1:last - 1] if last > 1 else buf[0:2]  # (2, B, D)
-        prods = pair_products(pair, stored, chunks)  # (B, 2, rows)
+        with exact_products(z.device):
+            prods = pair_products(pair, stored, chunks)  # (B, 2, rows)
         if on_cpu:
             host, fz_host = prods.numpy(), fz_norm.numpy()
         else:  # one copy to the host per iteration
@@ -191,10 +194,12 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
         z = z_next
         mix = torch.from_numpy(weights) if on_cpu else torch.from_numpy(weights).to(z.device)
         if not wrapped and len(order) < capacity:
-            torch.bmm(mix, buf[1:newest + 2].transpose(0, 1), out=buf[newest + 2, :, None])
+            with exact_products(z.device):
+                torch.bmm(mix, buf[1:newest + 2].transpose(0, 1), out=buf[newest + 2, :, None])
             order.append(newest + 2)
             continue
-        step = torch.bmm(mix, (buf if wrapped else buf[1:]).transpose(0, 1))  # (B, 1, D)
+        with exact_products(z.device):
+            step = torch.bmm(mix, (buf if wrapped else buf[1:]).transpose(0, 1))  # (B, 1, D)
         # Ring full: the new step replaces the oldest one, whose factor is dropped.
         row_id = order.pop(0)
         buf[row_id] = step[:, 0]

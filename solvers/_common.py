@@ -18,9 +18,10 @@ Bookkeeping (``IterateTracker``), shared so that all solvers measure alike:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -112,6 +113,23 @@ def restore_dtype(res: SolverResult, dtype: torch.dtype) -> SolverResult:
     if res.z.dtype != dtype:
         res.z = res.z.to(dtype)
     return res
+
+
+@contextlib.contextmanager
+def exact_products(device: torch.device) -> Iterator[None]:
+    """Full float32 matrix products on CUDA inside the block, even where the user allows TF32
+    (``torch.set_float32_matmul_precision("high")``): the solvers' reductions give residual
+    norms and secant products that need every bit; f, called outside such blocks, keeps the
+    user's setting."""
+    saved = torch.get_float32_matmul_precision()
+    if device.type != "cuda" or saved == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(saved)
 
 
 class IterateTracker:

@@ -327,3 +327,25 @@ def test_chunked_reduction_matches_the_plain_one():
     expected = torch.einsum("pbd,rbd->bpr", pair, stored)
     for chunks in (1, 2, 8):
         torch.testing.assert_close(pair_products(pair, stored, chunks), expected)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_broyden_residuals_stay_exact_when_tf32_is_allowed():
+    """Users often allow TF32 for speed. Broyden's residual norm comes from its own batched
+    product, which must still run in full float32 (on an H200: relative error 8e-8 with the
+    guard, 5e-5 without it), while f keeps the user's setting."""
+    torch.manual_seed(0)
+    w = (torch.randn(64, 64) * 0.9 / 64 ** 0.5).cuda()
+    x = torch.randn(8, 64).cuda()
+    f = lambda z: torch.tanh(z @ w.T + x)  # noqa: E731
+    saved = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        res = broyden(f, torch.zeros(8, 64, device="cuda"), max_iter=30, tol=0.0)  # f's TF32 noise sets the floor
+        recomputed = torch.linalg.vector_norm(f(res.z) - res.z, dim=1)
+        assert torch.get_float32_matmul_precision() == "high"  # the user's setting is back
+    finally:
+        torch.set_float32_matmul_precision(saved)
+    assert (res.abs_residual < 1e-2 * res.abs_trace[:, 0]).all()  # it did solve
+    torch.testing.assert_close(res.abs_residual, recomputed, rtol=1e-5, atol=0.0)
