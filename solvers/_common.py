@@ -121,8 +121,8 @@ def exact_products(device: torch.device) -> Iterator[None]:
     (``torch.set_float32_matmul_precision("high")``): the solvers' reductions give residual
     norms and secant products that need every bit; f, called outside such blocks, keeps the
     user's setting."""
-    saved = torch.get_float32_matmul_precision()
-    if device.type != "cuda" or saved == "highest":
+    saved = "highest" if device.type != "cuda" else torch.get_float32_matmul_precision()
+    if saved == "highest":
         yield
         return
     torch.set_float32_matmul_precision("highest")
