@@ -76,13 +76,6 @@ def _anderson_flat(f_flat: Callable[[Tensor], Tensor], x: Tensor, shape: torch.S
         mix = torch.stack((alpha, alpha * tau), dim=2).reshape(batch, 1, 2 * count)  # (B, 1, 2n)
         with exact_products(x.device):
             mixed = torch.bmm(mix, history[:2 * count].transpose(0, 1))[:, 0]  # sum alpha_i (x_i + tau g_i)
-        x_next = tracker.freeze_inactive(mixed, x)  # frozen samples stay
-        fx = f_flat(x_next)
-        g_next = fx - x_next
-        tracker.observe(x_next, fx, g_next)
-        # samples that met a non-finite value go back to their last finite iterate
-        x_next = tracker.roll_back_failed(x_next, x)
-        g_next = tracker.roll_back_failed(g_next, g)
-        x, g = x_next, g_next
+        x, _, g = tracker.step(f_flat, mixed, x, g)
         slot = (slot + 1) % m
     return tracker.result(shape)

@@ -248,6 +248,18 @@ class IterateTracker:
         rows = self.rows([i for i in range(self.batch) if not self.active[i]])
         return new.index_copy(0, rows, old.index_select(0, rows))
 
+    def step(self, f_flat: Callable[[Tensor], Tensor], proposed: Tensor, z: Tensor, g: Tensor
+             ) -> tuple[Tensor, Tensor, Tensor]:
+        """One iteration's shared part for solvers that keep (z, g = f(z) - z): move to
+        ``proposed`` (B, D) except for inactive samples, evaluate f there and observe it; samples
+        that met a non-finite value go back to their last finite iterate. Returns
+        (z_next, f(z_next), g_next)."""
+        z_next = self.freeze_inactive(proposed, z)
+        fz = f_flat(z_next)
+        g_next = fz - z_next
+        self.observe(z_next, fz, g_next)
+        return self.roll_back_failed(z_next, z), fz, self.roll_back_failed(g_next, g)
+
     def result(self, shape: torch.Size) -> SolverResult:
         """Package the bookkeeping; residuals of samples that met non-finite values are inf."""
         measured = torch.tensor(self.measured, device=self.device)  # (B,)

@@ -28,12 +28,5 @@ def fixed_point_iter(f: Callable[[Tensor], Tensor], z0: Tensor, *, max_iter: int
         tracker.observe(z, fz, g)
         while tracker.nstep < max_iter and tracker.any_active:
             stepped = fz if tau == 1 else torch.add(z, g, alpha=tau)
-            z_next = tracker.freeze_inactive(stepped, z)  # frozen samples stay
-            fz = f_flat(z_next)
-            g_next = fz - z_next
-            tracker.observe(z_next, fz, g_next)
-            # samples that met a non-finite value go back to their last finite iterate
-            z_next = tracker.roll_back_failed(z_next, z)
-            g_next = tracker.roll_back_failed(g_next, g)
-            z, g = z_next, g_next
+            z, fz, g = tracker.step(f_flat, stepped, z, g)
         return restore_dtype(tracker.result(z0.shape), z0.dtype)
