@@ -73,10 +73,11 @@ def test_broyden_converges_where_fixed_point_iteration_diverges():
     torch.testing.assert_close(res.z, exact, rtol=1e-6, atol=1e-6)
 
 
-def reference_broyden_trace(w, x, z0, n_iter, memory):
+def reference_broyden_trace(w, x, z0, n_iter, memory, policy="drop_oldest"):
     """Dense, one-sample-at-a-time good Broyden in product form with the last `memory`
     factors (H = E_{n-1} ... E_{n-m}, E_j = I + beta_j s_{j+1} s_j^T) on f(z) = tanh(W z + x):
-    residual norms."""
+    residual norms. policy "restart" (Kelley's): once a step has been made with memory + 1
+    factors, the next step is -F and the factors are cleared."""
     traces = []
     for i in range(z0.shape[0]):
         g = lambda v: v - torch.tanh(w @ v + x[i])  # noqa: E731  F(z) = z - f(z)
@@ -89,6 +90,9 @@ def reference_broyden_trace(w, x, z0, n_iter, memory):
             z = z + step
             F = g(z)
             trace.append(F.norm())
+            if policy == "restart" and memory and len(factors) == memory + 1:
+                factors, step = [], -F
+                continue
             v = F.clone()
             for beta_j, left, right in factors:  # oldest first
                 v = v + beta_j * right * (left @ v)
@@ -97,18 +101,19 @@ def reference_broyden_trace(w, x, z0, n_iter, memory):
             denom = 1 - beta_n * (step @ direction)
             new_step = direction / denom
             factors.append((beta_n, step, new_step))
-            factors = factors[-memory:] if memory else factors
+            factors = factors[-memory:] if memory and policy == "drop_oldest" else factors
             step = new_step
         traces.append(torch.stack(trace))
     return torch.stack(traces)
 
 
+@pytest.mark.parametrize("policy", ["drop_oldest", "restart"])
 @pytest.mark.parametrize("memory", [None, 1, 3, 6])
-def test_broyden_matches_a_dense_reference(memory):
+def test_broyden_matches_a_dense_reference(memory, policy):
     f, w, x = contractive_problem(batch=3, dim=10, norm=0.95, seed=3)
     z0 = torch.zeros(3, 10, dtype=torch.float64)
-    res = broyden(f, z0, max_iter=14, tol=0.0, memory=memory)  # tol 0: run all 14 steps
-    expected = reference_broyden_trace(w, x, z0, 14, memory)
+    res = broyden(f, z0, max_iter=14, tol=0.0, memory=memory, memory_policy=policy)  # tol 0: run all 14 steps
+    expected = reference_broyden_trace(w, x, z0, 14, memory, policy)
     torch.testing.assert_close(res.abs_trace, expected, rtol=1e-7, atol=1e-12)
 
 
@@ -121,14 +126,15 @@ def test_broyden_iterates_match_torchdeq():
     torch.testing.assert_close(res.abs_trace[:, 1:], info["abs_trace"][:, 1:12], rtol=1e-8, atol=1e-12)
 
 
+@pytest.mark.parametrize("policy", ["drop_oldest", "restart"])
 @pytest.mark.parametrize("memory", [2, 4])
-def test_limited_memory_broyden_still_converges(memory):
+def test_limited_memory_broyden_still_converges(memory, policy):
     f, _, _ = contractive_problem(batch=4, dim=40, norm=0.95, seed=1)
     z0 = torch.zeros(4, 40, dtype=torch.float64)
     full = broyden(f, z0, max_iter=100, tol=1e-10)
-    limited = broyden(f, z0, max_iter=100, tol=1e-10, memory=memory)
+    limited = broyden(f, z0, max_iter=100, tol=1e-10, memory=memory, memory_policy=policy)
     assert limited.converged.all()
-    assert limited.nstep > 2 * memory  # the ring buffer wrapped
+    assert limited.nstep > 2 * memory  # the memory filled (ring buffer wrapped, or restarted)
     torch.testing.assert_close(limited.z, full.z, rtol=1e-8, atol=1e-8)
 
 
@@ -248,6 +254,7 @@ def test_registry_lookups_and_registration():
     (broyden, {"tol": -1.0}, "tol must be a finite number >= 0, got -1.0"),
     (broyden, {"stop_mode": "max"}, r"stop_mode must be one of \('abs', 'rel'\), got 'max'"),
     (broyden, {"memory": 0}, "memory must be an integer >= 1, got 0"),
+    (broyden, {"memory_policy": "oldest"}, r"memory_policy must be one of \('restart', 'drop_oldest'\), got 'oldest'"),
     (anderson, {"m": 0}, "m must be an integer >= 1, got 0"),
     (anderson, {"lam": -1.0}, "lam must be a number >= 0, got -1.0"),
     (anderson, {"tau": 1.5}, r"tau must be a number in \(0, 1\], got 1.5"),
