@@ -3,10 +3,14 @@
 ``DATASETS`` maps a name to a :class:`DatasetInfo`; :func:`register_dataset` adds one.
 :func:`check_data_dir` is the gate every run passes before anything starts: it raises a
 one-line :class:`DataError` naming the directory, the files expected and the public source.
-No corpus is downloaded here (run-time machines may have no network); the user fetches it.
+No corpus is downloaded here (run-time machines may have no network); the user fetches it,
+by hand or with ``python -m harness.data.fetch`` (``fetch.py``), which reads the ``archive_*``
+fields: where the published archive lives, its SHA-256, and which of its members become
+which split file.
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +31,21 @@ class DatasetInfo:
     kind: str = "text"  # "text": user-supplied files; "synthetic": generated on first use
     extra_files: tuple[str, ...] = field(default=())  # files that must sit next to the splits
     expected_vocab: int | None = None  # documented vocabulary size of the real corpus
+    # Where ``python -m harness.data.fetch`` gets the corpus (all optional: None / () = not fetchable).
+    archive_url: str | None = None
+    archive_sha256: str | None = None  # of the archive file; None: not published, fetch wants --sha256
+    archive_size: int | None = None  # bytes, where published
+    archive_md5: str | None = None  # where only an MD5 is published: shown to whoever must check by hand
+    # (path inside the archive, file name in ``layouts[0]``) for each split file to unpack
+    archive_members: tuple[tuple[str, str], ...] = field(default=())
+    default_dir: str | None = None  # the data_dir the shipped job files name (relative to where they run)
 
 
 DATASETS: dict[str, DatasetInfo] = {}
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
@@ -38,6 +54,13 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
         raise ValueError(f"dataset {info.name!r} is already registered")
     if info.kind not in ("text", "synthetic"):
         raise ValueError(f"dataset kind {info.kind!r} is not one of 'text', 'synthetic'")
+    if info.archive_url is not None:
+        targets = [name for _, name in info.archive_members]
+        if sorted(targets) != sorted(info.layouts[0]):
+            raise ValueError(f"dataset {info.name!r}: archive_members must unpack exactly "
+                             f"{', '.join(info.layouts[0])}; got {', '.join(targets) or 'nothing'}")
+    if info.archive_sha256 is not None and not _is_sha256(info.archive_sha256):
+        raise ValueError(f"dataset {info.name!r}: archive_sha256 is not 64 hex digits")
     DATASETS[info.name] = info
     return info
 
@@ -50,6 +73,16 @@ register_dataset(DatasetInfo(
             "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip "
             "(mirror: https://huggingface.co/datasets/Salesforce/wikitext, config wikitext-103-v1)"),
     expected_vocab=267_735,
+    archive_url="https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-103-v1.zip",
+    # SHA-256 and size as published by Hugging Face datasets for this very URL:
+    # github.com/huggingface/datasets, datasets/wikitext/dataset_infos.json, config
+    # "wikitext-103-v1", "download_checksums" (num_bytes 190229076).
+    archive_sha256="242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590",
+    archive_size=190_229_076,
+    archive_members=(("wikitext-103/wiki.train.tokens", "wiki.train.tokens"),
+                     ("wikitext-103/wiki.valid.tokens", "wiki.valid.tokens"),
+                     ("wikitext-103/wiki.test.tokens", "wiki.test.tokens")),
+    default_dir="data/wikitext-103",  # jobs/wt103_sweep.yaml
 ))
 register_dataset(DatasetInfo(
     name="ptb",
@@ -58,6 +91,19 @@ register_dataset(DatasetInfo(
     source=("Penn Treebank, Mikolov's preprocessing: data/ptb.*.txt in "
             "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"),
     expected_vocab=10_000,
+    archive_url="http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz",
+    # No published SHA-256 of simple-examples.tgz was found, so fetch asks for --sha256.
+    # What is published: its MD5, 30177ea32e27c525793142b6bf2c8e2d (PaddlePaddle,
+    # paddle/dataset/imikolov.py, MD5 = ...), and its size, 34869662 bytes (the size the
+    # public download scripts check, e.g. archive_size="34869662" / maybe_download(
+    # 'simple-examples.tgz', 34869662)). Its members are stored as ./simple-examples/...
+    archive_sha256=None,
+    archive_size=34_869_662,
+    archive_md5="30177ea32e27c525793142b6bf2c8e2d",
+    archive_members=(("simple-examples/data/ptb.train.txt", "ptb.train.txt"),
+                     ("simple-examples/data/ptb.valid.txt", "ptb.valid.txt"),
+                     ("simple-examples/data/ptb.test.txt", "ptb.test.txt")),
+    default_dir="data/ptb",  # jobs/ptb_sweep.yaml
 ))
 register_dataset(DatasetInfo(
     name="synthetic",
@@ -116,8 +162,10 @@ def split_files(dataset: str, data_dir: str | Path) -> dict[str, Path]:
     else:
         missing = [n for n in best + info.extra_files if n not in best_present]
         problem = f"is missing {', '.join(missing)}"
+    fetch = (f"; or run: python -m harness.data.fetch {info.name} --dest {shlex.quote(str(data_dir))}"
+             if info.archive_url is not None else "")
     raise DataError(f"{info.name}: {where} {problem}; expected {_expected_text(info)}; "
-                    f"source: {info.source}")
+                    f"source: {info.source}{fetch}")
 
 
 def check_data_dir(dataset: str, data_dir: str | Path) -> None:
