@@ -19,16 +19,25 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from harness.config import JobFileError
+from harness.config import JobFileError, _short
 
 MIN_FREE_BYTES = 200 * 2 ** 20
+# Parameters of one run's model: 10^10 fp32 weights are 40 GB before gradients and optimizer
+# state, more than one accelerator holds (ZeRO 1-2 shard only the optimizer state and grads).
+MAX_PARAMS = 10 ** 10
 
 
 def _placeholder_vocab(spec: dict) -> int:
     if spec["task"] == "copy":
         return 10
-    cutoffs = (spec["model"].get("adaptive_softmax") or {}).get("cutoffs") or []
-    return max([1000] + [int(c) * 2 for c in cutoffs if isinstance(c, (int, float))])
+    from models.config import MAX_VOCAB
+
+    adaptive = spec["model"].get("adaptive_softmax")
+    cutoffs = adaptive.get("cutoffs") if isinstance(adaptive, dict) else None
+    if not isinstance(cutoffs, list):
+        cutoffs = []  # the model check says what is wrong with it
+    ints = [c for c in cutoffs if isinstance(c, int) and not isinstance(c, bool)]
+    return min(max([1000] + [c * 2 for c in ints]), MAX_VOCAB)
 
 
 def check_models(runs: list[dict], file: str | Path) -> dict[str, dict]:
@@ -61,6 +70,13 @@ def check_models(runs: list[dict], file: str | Path) -> dict[str, dict]:
             raise JobFileError(file, path, f"{problem} (run {spec['name']})") from None
         except NotImplementedError:
             pass  # an op without a meta kernel: the config itself was accepted
+        except Exception as exc:  # models code failing on a value its checks let through
+            msg = (str(exc).strip().splitlines() or [""])[0]
+            raise JobFileError(file, "model", f"the model cannot be built: {type(exc).__name__}"
+                                              f"{': ' + msg if msg else ''} (run {spec['name']})") from None
+        if seen[key] and seen[key]["total"] > MAX_PARAMS:
+            raise JobFileError(file, "model", f"{seen[key]['total']:.3g} parameters is too many: at most "
+                                              f"{MAX_PARAMS:.0e} (run {spec['name']})")
     return counts
 
 
@@ -89,6 +105,9 @@ def check_data(runs: list[dict], file: str | Path) -> None:
             check_data_dir(dataset, data_dir)
         except DataError as exc:
             raise JobFileError(file, "data.data_dir", str(exc).splitlines()[0]) from None
+        except (OSError, ValueError) as exc:  # e.g. a name too long for the file system
+            raise JobFileError(file, "data.data_dir", f"{dataset}: data dir {_short(data_dir)} cannot be "
+                                                      f"used: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def check_output_dir(path: Path, what: str, file: str | Path) -> None:

@@ -14,8 +14,12 @@ A job file (YAML, read with the safe loader) describes one sweep::
         - {label: lm, task: lm, data.dataset: synthetic}
         - {label: copy, task: copy, data.dataset: copy_memory}
     train: {steps: 60, batch_size: 8, lr: 1.0e-3, eval_interval: 20}
-    resources: {workers: 2, cpus_per_worker: 1, gpus_per_worker: 0}
+    resources: {workers: 2, cpus_per_worker: 1, gpus_per_worker: 0, node_timeout_s: 300}
     deepspeed: {zero_optimization: {stage: 0}, gradient_clipping: 1.0}   # DeepSpeed's own keys
+
+A relative ``data.data_dir`` is taken from the folder the command runs in (not the job
+file's folder), and stored absolute in every run spec; ``--set KEY=VALUE`` on the command
+line changes a value before validation (``harness.overrides``).
 
 Everything is checked before anything runs: structure and types with pydantic, the model
 block by building each run's model on the ``meta`` device (no memory, no time), the
@@ -32,12 +36,14 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 TASK_DATASETS = {"lm": ("synthetic", "ptb", "wikitext103"), "copy": ("copy_memory",)}
 GRID_ROOTS = ("model", "data", "train", "deepspeed", "resources")
@@ -50,44 +56,95 @@ DEEPSPEED_KEYS = (
     "zero_force_ds_cpu_optimizer", "sparse_gradients", "flops_profiler", "activation_checkpointing",
     "data_types", "torch_autocast", "checkpoint", "memory_breakdown", "dump_state",
 )
+# Upper bounds of the sizes and counts that size memory or loops; a paper-scale job (the
+# shipped jobs/wt103_sweep.yaml: 200000 steps, d_inner 59950, 8 workers) fits well inside.
+MAX_STEPS = 10_000_000          # train.steps and every step count or interval
+MAX_BATCHES = 1_000_000         # eval_batches, test_batches
+MAX_BATCH_SIZE = 16_384         # sequences per worker per step
+MAX_SEQ_LEN = 16_384            # tokens per sequence (data.seq_len, copy memory blank_len)
+MAX_DIGITS = 1_000              # copy memory digits
+MAX_SEED = 2 ** 32 - 1          # numpy's seeds are 32-bit
+MAX_WORKERS = 1_024
+MAX_CPUS_PER_WORKER = 1_024
+MAX_GPUS_PER_WORKER = 64
+MAX_MEMORY_CAP_GB = 65_536
+MAX_RUNS = 1_000                # runs one job file's grid may expand to
+# Anywhere in a job file (model block, grid values, DeepSpeed block included)
+MAX_NESTING = 32                # mappings and lists inside each other
+MAX_VALUES = 100_000            # values in all (a YAML alias counts each time it is used)
+MAX_INT = 2 ** 53               # integers are exact doubles and fit in int64
 
 
 class JobFileError(ValueError):
     """A job file was rejected; ``str()`` is one line: ``file: key.path: problem``."""
 
     def __init__(self, file: str | Path, path: str, problem: str):
-        self.file, self.path, self.problem = str(file), path, problem
+        path, problem = _one_line(path), _one_line(problem)  # a value's text may hold line breaks
+        self.file, self.path, self.problem = _one_line(file), path, problem
         where = f"{self.file}: {path}: " if path else f"{self.file}: "
         super().__init__(where + problem)
 
 
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).splitlines())
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, cut to about ``limit`` characters (messages stay readable)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False)
+    model_config = ConfigDict(extra="forbid", strict=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info) -> Any:
+        """pydantic's lax mode reads true/false as 1/0 for int and float fields: refuse that."""
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            types = get_args(annotation) or (annotation,)
+            if bool not in types and (int in types or float in types):
+                kind = "an integer" if int in types else "a number"
+                raise PydanticCustomError("job_value", "{problem}", {
+                    "problem": f"{value!r} is not allowed: expected {kind}, not a boolean"})
+        return value
 
 
 class DataSection(_Section):
     dataset: Literal["synthetic", "ptb", "wikitext103", "copy_memory"]
-    data_dir: str | None = Field(None, description="corpus folder; synthetic: generated there if missing")
-    seq_len: int = Field(32, gt=0, description="tokens per training sequence (LM)")
-    blank_len: int = Field(50, gt=0, description="copy memory: blanks between digits and recall")
-    n_digits: int = Field(10, gt=0)
+    data_dir: str | None = Field(None, max_length=4096,
+                                 description="corpus folder; synthetic: generated there if missing")
+    seq_len: int = Field(32, gt=0, le=MAX_SEQ_LEN, description="tokens per training sequence (LM)")
+    blank_len: int = Field(50, gt=0, le=MAX_SEQ_LEN, description="copy memory: blanks between digits and recall")
+    n_digits: int = Field(10, gt=0, le=MAX_DIGITS)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _plain_path(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("a folder name cannot hold a NUL character")
+        return value
 
 
 class TrainSection(_Section):
-    steps: int = Field(gt=0)
-    batch_size: int = Field(gt=0, description="sequences per worker per step (DeepSpeed micro-batch)")
+    steps: int = Field(gt=0, le=MAX_STEPS)
+    batch_size: int = Field(gt=0, le=MAX_BATCH_SIZE,
+                            description="sequences per worker per step (DeepSpeed micro-batch)")
     lr: float = Field(1e-3, gt=0)
     lr_schedule: Literal["constant", "cosine", "linear"] = "cosine"
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
     weight_decay: float = Field(0.0, ge=0)
-    eval_interval: int = Field(0, ge=0, description="0: evaluate only at the end")
-    eval_batches: int = Field(8, gt=0, description="validation batches per rank at each periodic eval")
-    test_batches: int = Field(0, ge=0, description="0: the whole test split")
-    log_interval: int = Field(5, gt=0)
-    checkpoint_interval: int = Field(0, ge=0, description="0: only at the end")
-    measure_warmup: int = Field(2, ge=0, description="steps excluded before timing")
-    measure_steps: int = Field(5, gt=0, description="timed steps (median)")
-    seed: int = Field(0, ge=0)
+    eval_interval: int = Field(0, ge=0, le=MAX_STEPS, description="0: evaluate only at the end")
+    eval_batches: int = Field(8, gt=0, le=MAX_BATCHES,
+                              description="validation batches per rank at each periodic eval")
+    test_batches: int = Field(0, ge=0, le=MAX_BATCHES, description="0: the whole test split")
+    log_interval: int = Field(5, gt=0, le=MAX_STEPS)
+    checkpoint_interval: int = Field(0, ge=0, le=MAX_STEPS, description="0: only at the end")
+    measure_warmup: int = Field(2, ge=0, le=MAX_STEPS, description="steps excluded before timing")
+    measure_steps: int = Field(5, gt=0, le=MAX_STEPS, description="timed steps (median)")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 
     @model_validator(mode="after")
@@ -99,14 +156,17 @@ class TrainSection(_Section):
 
 
 class ResourcesSection(_Section):
-    workers: int = Field(1, gt=0, description="data-parallel workers per run")
-    cpus_per_worker: float = Field(1, gt=0)
-    gpus_per_worker: float = Field(0, ge=0)
-    max_failures: int = Field(1, ge=0, description="worker restarts (from the last checkpoint) per run")
-    max_concurrent_runs: int | None = Field(None, gt=0)
-    memory_cap_gb: float | None = Field(None, gt=0, description="CPU workers: growth of the address "
+    workers: int = Field(1, gt=0, le=MAX_WORKERS, description="data-parallel workers per run")
+    cpus_per_worker: float = Field(1, gt=0, le=MAX_CPUS_PER_WORKER)
+    gpus_per_worker: float = Field(0, ge=0, le=MAX_GPUS_PER_WORKER)
+    max_failures: int = Field(1, ge=0, le=1_000, description="worker restarts (from the last checkpoint) per run")
+    max_concurrent_runs: int | None = Field(None, gt=0, le=MAX_RUNS)
+    memory_cap_gb: float | None = Field(None, gt=0, le=MAX_MEMORY_CAP_GB,
+                                        description="CPU workers: growth of the address "
                                         "space allowed after start-up; beyond it allocations fail "
                                         "and the run is recorded as out of memory")
+    node_timeout_s: float = Field(300.0, gt=0, description="how long a run whose node was lost waits "
+                                  "for room to place its workers again before it is recorded failed")
 
 
 class DeepSpeedSection(BaseModel):
@@ -133,12 +193,21 @@ class JobFile(_Section):
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_data(cls, data: Any) -> Any:
+        """Every value anywhere (model block, grid, DeepSpeed block too) is plain, finite data."""
+        _check_values(data)
+        return data
+
     @field_validator("grid")
     @classmethod
     def _grid_keys(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        n_runs = 1
         for key, values in grid.items():
             if len(values) == 0:
                 raise ValueError(f"grid key {key!r} has no values, so the grid expands to nothing")
+            n_runs *= len(values)
             if key == "cases":
                 for case in values:
                     if not isinstance(case, dict) or not case:
@@ -148,6 +217,8 @@ class JobFile(_Section):
                             _check_grid_key(sub)
             else:
                 _check_grid_key(key)
+        if n_runs > MAX_RUNS:
+            raise ValueError(f"the grid expands to {n_runs} runs; at most {MAX_RUNS} are allowed")
         return grid
 
     @model_validator(mode="after")
@@ -158,16 +229,67 @@ class JobFile(_Section):
         return self
 
 
+def _check_values(data: Any) -> None:
+    """Raise a ``job_value`` error naming the key path of the first value that is not plain,
+    finite data: a float that is infinite or NaN, an integer beyond MAX_INT, a string that is
+    not valid Unicode (a lone surrogate), another type YAML can make (dates, !!binary, !!set,
+    !!omap), a mapping key that is not a string, nesting deeper
+    than MAX_NESTING (a YAML alias that refers to itself, too) or more than MAX_VALUES values
+    in all (aliases of aliases)."""
+    count = 0
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            _value_error("", f"the job file holds more than {MAX_VALUES} values (YAML aliases count "
+                             "each time they are used)")
+        if isinstance(value, float) and not math.isfinite(value):
+            _value_error(path, f"{value!r} is not allowed: numbers must be finite (no .inf or .nan)")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            _value_error(path, f"{_short(value, 40)} is not allowed: integers must be at most "
+                               f"2**53 = {MAX_INT} in size")
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                _value_error(path, f"{_short(value)} is not allowed: not valid Unicode text "
+                                   "(a lone surrogate escape)")
+        elif not isinstance(value, (dict, list, int, float, type(None))):  # YAML dates, !!binary, !!set ...
+            _value_error(path, f"{_short(value)} is not allowed: a job file holds strings, numbers, "
+                               "true/false, null, lists and mappings (quote it to make it a string)")
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_NESTING:
+                _value_error(path, f"nested more than {MAX_NESTING} levels deep")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(value, dict):
+                    if not isinstance(key, str):  # run ids hash the specs as JSON: string keys only
+                        _value_error(path, f"the key {_short(key)} is not allowed: keys must be strings "
+                                           f"(quote it: '{_short(key, 40)}')")
+                    stack.append((key, path, depth + 1))  # keys are values too
+                    sub = ".".join(p for p in (path, key) if p)
+                else:
+                    sub = f"{path}[{key}]"
+                stack.append((item, sub, depth + 1))
+
+
+def _value_error(path: str, problem: str) -> None:
+    raise PydanticCustomError("job_value", "{problem}", {"path": path, "problem": problem})
+
+
 def _check_grid_key(key: str) -> None:
+    if not isinstance(key, str):
+        raise ValueError(f"grid key {_short(key)} must be a string (a dotted key path)")
     if key not in ("seed", "task") and key.split(".")[0] not in GRID_ROOTS:
         raise ValueError(f"grid key {key!r} must be 'seed', 'task', 'cases' or start with one of "
                          f"{', '.join(GRID_ROOTS)}")
 
 
-def _unknown(key: str, allowed: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
+def _unknown(key: Any, allowed: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1) if isinstance(key, str) else []
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown key {key!r}{hint}; allowed: {', '.join(sorted(allowed))}"
+    return f"unknown key {_short(key)}{hint}; allowed: {', '.join(sorted(allowed))}"
 
 
 def _fmt_loc(loc: tuple) -> str:
@@ -187,6 +309,9 @@ def _pydantic_error(file: str | Path, err: ValidationError, prefix: str = "") ->
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
     path = ".".join(p for p in (prefix, _fmt_loc(loc)) if p)
     msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "job_value":  # raised by the checks here, the problem already names the value
+        ctx = e.get("ctx") or {}
+        return JobFileError(file, ".".join(p for p in (path, ctx.get("path", "")) if p), ctx["problem"])
     lead = re.match(r"([A-Za-z_][\w.]*): (.*)", msg) if e["type"] == "value_error" else None
     if lead:  # a cross-field check names its key path first: "data.dataset: ..."
         path, msg = ".".join(p for p in (path, lead[1]) if p), lead[2]
@@ -197,7 +322,7 @@ def _pydantic_error(file: str | Path, err: ValidationError, prefix: str = "") ->
     elif e["type"] == "missing":
         msg = "required key is missing"
     elif "input" in e and not isinstance(e["input"], (dict, list)):
-        msg = f"{e['input']!r} is not allowed: {msg}"
+        msg = f"{_short(e['input'])} is not allowed: {msg}"
     return JobFileError(file, path, msg)
 
 
@@ -217,16 +342,28 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: set = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor": merged by flatten_mapping
+                continue
             key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a mapping key is a {type(key).__name__}; keys must be plain words",
+                    key_node.start_mark) from None
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice in the same mapping", key_node.start_mark)
+                    None, None, f"key {_short(key)} is given twice in the same mapping", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
-def load_job_file(path: str | Path) -> tuple[JobFile, str]:
-    """Read and validate a job file; returns the parsed job and its verbatim text."""
+def load_job_file(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> tuple[JobFile, str]:
+    """Read and validate a job file; returns the parsed job and its verbatim text.
+
+    ``overrides`` are ``--set KEY=VALUE`` items (``harness.overrides``), applied to the parsed
+    file before validation, so an overridden value is checked exactly like a written one.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -239,7 +376,7 @@ def load_job_file(path: str | Path) -> tuple[JobFile, str]:
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         line = f"line {mark.line + 1}: " if mark else ""
-        if "twice" in (exc.problem or ""):
+        if "twice" in (exc.problem or "") or (exc.problem or "").startswith("a mapping key"):
             raise JobFileError(path, "", f"{line}{exc.problem}") from None
         raise JobFileError(path, "", f"{line}{exc.problem}; job files are plain YAML data "
                                      "(python/* and other custom tags are not allowed)") from None
@@ -248,8 +385,18 @@ def load_job_file(path: str | Path) -> tuple[JobFile, str]:
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise JobFileError(path, "", f"malformed YAML: {line}{problem}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise JobFileError(path, "", f"malformed YAML: nested too deeply (at most {MAX_NESTING} "
+                                     "levels are allowed)") from None
+    except Exception as exc:  # PyYAML's constructors on odd scalars: 2024-13-01, !!float ''
+        detail = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ValueError) else str(exc)
+        raise JobFileError(path, "", f"malformed YAML: a value cannot be read: {detail}") from None
     if not isinstance(raw, dict):
         raise JobFileError(path, "", f"the top level must be a mapping of keys, got {type(raw).__name__}")
+    if overrides:
+        from harness.overrides import apply_overrides
+
+        apply_overrides(raw, overrides, path)
     try:
         job = JobFile.model_validate(raw)
     except ValidationError as exc:
@@ -283,8 +430,23 @@ def run_id_of(spec: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def expand_grid(job: JobFile, file: str | Path = "<job>") -> list[dict]:
-    """The product of the grid axes, each run a plain-dict spec with ``run_id`` and ``name``."""
+def resolve_path(value: str | None, base_dir: str | Path | None) -> str | None:
+    """A job file's path made absolute: ``~`` expanded, a relative one taken from ``base_dir``."""
+    if value is None or value == "" or base_dir is None:
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (Path(base_dir) / path).absolute())
+
+
+def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path | None = None) -> list[dict]:
+    """The product of the grid axes, each run a plain-dict spec with ``run_id`` and ``name``.
+
+    ``base_dir``: relative paths of the job file (``data.data_dir``) are resolved against it
+    and stored absolute, so the spec means the same folder on every worker, whatever its
+    working folder (Ray Train runs workers in their own). ``harness.submit`` and
+    ``harness.train`` pass the folder they run in. The run id is computed from the paths as
+    written, so it does not depend on where the project lives.
+    """
     base = job.model_dump(exclude={"grid", "name", "description"}, exclude_none=False)
     base["deepspeed"] = job.deepspeed.model_dump()
     keys = list(job.grid)
@@ -305,7 +467,7 @@ def expand_grid(job: JobFile, file: str | Path = "<job>") -> list[dict]:
         try:
             checked = JobFile.model_validate({**spec, "name": job.name})
         except ValidationError as exc:
-            grid_desc = ", ".join(f"{k}={v!r}" for k, v in zip(keys, combo))
+            grid_desc = ", ".join(f"{k}={_short(v, 80)}" for k, v in zip(keys, combo))
             err = _pydantic_error(file, exc)
             raise JobFileError(file, err.path, f"{err.problem} (in the run with {grid_desc})") from None
         spec = checked.model_dump(exclude={"grid", "name", "description"})
@@ -314,8 +476,62 @@ def expand_grid(job: JobFile, file: str | Path = "<job>") -> list[dict]:
         spec["sweep"] = job.name
         spec["name"] = "_".join(labels) if labels else job.name
         spec["run_id"] = run_id_of(spec)
+        spec["data"]["data_dir"] = resolve_path(spec["data"].get("data_dir"), base_dir)
         runs.append(spec)
     ids = [r["run_id"] for r in runs]
     if len(set(ids)) != len(ids):
         raise JobFileError(file, "grid", "two grid points give the same run (repeated values?)")
+    _unique_names(runs)
     return runs
+
+
+def _flat_grid(grid: dict) -> dict[str, Any]:
+    """A run's grid values as ``{dotted.key: scalar-or-list}`` (cases and mappings opened up)."""
+    out: dict[str, Any] = {}
+
+    def put(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for sub, sub_value in value.items():
+                if sub != "label" or key != "cases":
+                    put(f"{key}.{sub}" if key != "cases" else str(sub), sub_value)
+        else:
+            out[key] = value
+
+    for key, value in grid.items():
+        put(key, value)
+    return out
+
+
+def _name_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = json.dumps(value, separators=(",", ":"), default=str) if not isinstance(value, str) else value
+    return re.sub(r"[^A-Za-z0-9.+_-]", "", text)[:24]
+
+
+def _unique_names(runs: list[dict]) -> None:
+    """Runs that share a name get the grid values that tell them apart appended (in place).
+
+    A label shows a depth's kind and size only, so a grid that varies, say, the solver's
+    tolerance would otherwise give several runs one name: ``copy_deq12-tol0.001``,
+    ``copy_deq12-tol0.0001``. The run id is unchanged (it never includes the name).
+    """
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(r["name"], []).append(r)
+    for name, group in groups.items():
+        if len(group) < 2:
+            continue
+        flats = [_flat_grid(r["grid"]) for r in group]
+        keys = sorted({k for f in flats for k in f})
+        differ = [k for k in keys
+                  if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flats}) > 1]
+        for r, f in zip(group, flats):
+            parts = [f"{k.split('.')[-1]}{_name_value(f[k])}" for k in differ if k in f]
+            r["name"] = "-".join([name, *parts]) if parts else name
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r["name"]] = seen.get(r["name"], 0) + 1
+    for r in runs:  # values that print alike (long lists, stripped characters): the id decides
+        if seen[r["name"]] > 1:
+            r["name"] = f"{r['name']}-{r['run_id'][:6]}"

@@ -89,7 +89,7 @@ def parse_config(config: Union[dict[str, Any], ModelConfig]) -> ModelConfig:
         raise ValueError(f"model.depth: expected a mapping with 'kind' (one of {_allowed(STRATEGIES)}), "
                          f"got {depth!r}")
     kind = depth["kind"]
-    if kind not in STRATEGIES:
+    if not isinstance(kind, str) or kind not in STRATEGIES:
         raise ValueError(f"model.depth.kind: unknown strategy {kind!r}; allowed: {_allowed(STRATEGIES)}")
     options = parse_dataclass(STRATEGIES[kind].Options, depth, "model.depth")
     cfg = ModelConfig(**{**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "depth": options})

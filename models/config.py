@@ -16,6 +16,7 @@ by ``models.build`` against the live registries.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +25,16 @@ from typing import Any, Optional, TypeVar
 T = TypeVar("T")
 
 TASKS = ("lm", "copy")
+
+# Upper bounds of the sizes (a paper-scale model, e.g. jobs/wt103_sweep.yaml's d_inner 59950
+# and a 267k-word vocabulary, fits well inside; products of two stay far from int64 overflow).
+MAX_VOCAB = 2 ** 24
+SIZE_BOUNDS = {"vocab_size": MAX_VOCAB, "d_model": 65_536, "n_head": 1_024, "d_inner": 2 ** 20,
+               "max_rel_distance": 65_536, "kernel_size": 1_024}
+MAX_CUTOFFS = 32
+MAX_LAYERS = 1_024  # cells of a stack (explicit: each with its own weights), warm-up depth
+MAX_ITER = 10_000  # solver iterations, ODE steps
+MAX_STEPS = 10_000_000  # training-step counts and frequencies
 
 
 @dataclass(frozen=True)
@@ -85,12 +96,14 @@ class ModelConfig:
         """Value checks that do not need the registries."""
         if self.task not in TASKS:
             raise ValueError(f"model.task: unknown task {self.task!r}; allowed: {', '.join(TASKS)}")
-        for name in ("vocab_size", "d_model", "n_head", "d_inner", "max_rel_distance", "kernel_size"):
+        for name, top in SIZE_BOUNDS.items():
             value = getattr(self, name)
             if value <= 0:
                 raise ValueError(f"model.{name}: must be a positive integer, got {value}")
-        if self.n_classes is not None and self.n_classes <= 1:
-            raise ValueError(f"model.n_classes: must be an integer >= 2, got {self.n_classes}")
+            if value > top:
+                raise ValueError(f"model.{name}: must be at most {top}, got {value}")
+        if self.n_classes is not None and not 2 <= self.n_classes <= MAX_VOCAB:
+            raise ValueError(f"model.n_classes: must be an integer in [2, {MAX_VOCAB}], got {self.n_classes}")
         if self.n_classes is not None and self.task != "copy":
             raise ValueError("model.n_classes: only used by task 'copy' (lm predicts vocab_size classes)")
         for name in ("dropout", "emb_dropout"):
@@ -108,9 +121,24 @@ class ModelConfig:
                 raise ValueError(
                     f"model.adaptive_softmax.cutoffs: must be a non-empty strictly increasing list of "
                     f"integers in [1, vocab_size - 2 = {self.vocab_size - 2}], got {cutoffs}")
-            if self.adaptive_softmax.div_value <= 0:
-                raise ValueError(f"model.adaptive_softmax.div_value: must be > 0, "
-                                 f"got {self.adaptive_softmax.div_value}")
+            if len(cutoffs) > MAX_CUTOFFS:
+                raise ValueError(f"model.adaptive_softmax.cutoffs: at most {MAX_CUTOFFS} cutoffs, "
+                                 f"got {len(cutoffs)}")
+            div = self.adaptive_softmax.div_value
+            if div <= 0:
+                raise ValueError(f"model.adaptive_softmax.div_value: must be > 0, got {div}")
+            # tail cluster i is d_model // div_value**i wide (torch.nn.AdaptiveLogSoftmaxWithLoss)
+            widths = [math.log(self.d_model) - i * math.log(div) for i in range(1, len(cutoffs) + 1)]
+            top = SIZE_BOUNDS["d_inner"]
+            if min(widths) < -1e-9 or max(widths) > math.log(top) + 1e-9:
+                raise ValueError(f"model.adaptive_softmax.div_value: the {len(cutoffs)} tail clusters are "
+                                 f"d_model / div_value**i wide, which must be in [1, {top}]; got {div} "
+                                 f"with d_model {self.d_model}")
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _type_name(tp: Any) -> str:
@@ -153,12 +181,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
+            raise ValueError(f"{where}: expected an integer, got {_short(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+            raise ValueError(f"{where}: expected a number, got {_short(value)}")
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond the float range
+            raise ValueError(f"{where}: expected a finite number, got {_short(value)}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ValueError(f"{where}: expected a string, got {value!r}")

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .cells import Cell
-from .config import DepthOptions
+from .config import MAX_LAYERS, DepthOptions
 
 CellFactory = Callable[[], Cell]
 
@@ -71,6 +71,8 @@ class LayersOptions(DepthOptions):
     def check(self) -> None:
         if self.layers < 1:
             raise ValueError(f"model.depth.layers: must be >= 1, got {self.layers}")
+        if self.layers > MAX_LAYERS:
+            raise ValueError(f"model.depth.layers: must be at most {MAX_LAYERS}, got {self.layers}")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import torch
 
 from solvers import equilibrium, jacobian_frobenius_loss
 
-from .config import DepthOptions
+from .config import MAX_ITER, MAX_LAYERS, MAX_STEPS, DepthOptions
 from .depth import CellFactory, DepthResult, DepthStrategy, apply_cell_repeatedly
 
 SOLVER_NAMES = ("broyden", "anderson", "fixed_point_iter")
@@ -79,14 +79,17 @@ class DEQOptions(DepthOptions):
             if mode is not None and mode not in STOP_MODES:
                 raise ValueError(f"model.depth.{key}: unknown mode {mode!r}; "
                                  f"allowed: {', '.join(STOP_MODES)}")
-        for key in ("max_iter", "backward_max_iter", "grad_steps", "pretrain_depth", "jac_reg_freq"):
+        for key, top in (("max_iter", MAX_ITER), ("backward_max_iter", MAX_ITER), ("grad_steps", MAX_ITER),
+                         ("pretrain_depth", MAX_LAYERS), ("jac_reg_freq", MAX_STEPS)):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.depth.{key}: must be >= 1, got {getattr(self, key)}")
+            if getattr(self, key) > top:
+                raise ValueError(f"model.depth.{key}: must be at most {top}, got {getattr(self, key)}")
         for key in ("tol", "backward_tol", "tau"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"model.depth.{key}: must be > 0, got {getattr(self, key)}")
-        if self.pretrain_steps < 0:
-            raise ValueError(f"model.depth.pretrain_steps: must be >= 0, got {self.pretrain_steps}")
+        if not 0 <= self.pretrain_steps <= MAX_STEPS:
+            raise ValueError(f"model.depth.pretrain_steps: must be in [0, {MAX_STEPS}], got {self.pretrain_steps}")
         if self.jac_reg < 0:
             raise ValueError(f"model.depth.jac_reg: must be >= 0, got {self.jac_reg}")
 

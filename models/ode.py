@@ -26,7 +26,7 @@ import torchdiffeq
 from torch import nn
 
 from .cells import Cell
-from .config import DepthOptions
+from .config import MAX_ITER, MAX_STEPS, DepthOptions
 from .depth import CellFactory, DepthResult, DepthStrategy
 
 FIXED_STEP_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams")
@@ -48,14 +48,15 @@ class NeuralODEOptions(DepthOptions):
         if self.method not in methods:
             raise ValueError(f"model.depth.method: unknown method {self.method!r}; allowed: "
                              f"{', '.join(methods)}")
-        if self.steps < 1:
-            raise ValueError(f"model.depth.steps: must be >= 1, got {self.steps}")
+        if not 1 <= self.steps <= MAX_ITER:
+            raise ValueError(f"model.depth.steps: must be in [1, {MAX_ITER}], got {self.steps}")
         if self.t1 <= 0:
             raise ValueError(f"model.depth.t1: must be > 0, got {self.t1}")
         if self.rtol <= 0 or self.atol <= 0:
             raise ValueError(f"model.depth.rtol/atol: must be > 0, got {self.rtol}/{self.atol}")
-        if self.max_num_steps is not None and self.max_num_steps < 1:
-            raise ValueError(f"model.depth.max_num_steps: must be >= 1, got {self.max_num_steps}")
+        if self.max_num_steps is not None and not 1 <= self.max_num_steps <= MAX_STEPS:
+            raise ValueError(f"model.depth.max_num_steps: must be in [1, {MAX_STEPS}], "
+                             f"got {self.max_num_steps}")
 
 
 class _CellDynamics(nn.Module):
