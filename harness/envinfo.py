@@ -12,6 +12,10 @@ from typing import Any
 from harness.results import utc_now
 
 _REPO = Path(__file__).resolve().parent.parent
+# Set by harness.submit where the user submits, and passed to every worker: a worker's copy
+# of the code (e.g. Ray's job upload) may have no .git, and must record the same commit.
+GIT_COMMIT_ENV = "DEQBENCH_GIT_COMMIT"
+GIT_DIRTY_ENV = "DEQBENCH_GIT_DIRTY"
 
 
 def _version(dist: str) -> str | None:
@@ -29,15 +33,29 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty): from $DEQBENCH_GIT_COMMIT / $DEQBENCH_GIT_DIRTY when set, else from git."""
+    commit = os.environ.get(GIT_COMMIT_ENV)
+    dirty_text = os.environ.get(GIT_DIRTY_ENV)
+    if commit is None:
+        commit = _git("rev-parse", "HEAD")
+        if dirty_text is None:
+            status = _git("status", "--porcelain", "--untracked-files=no")
+            return commit, (bool(status) if status is not None else None)
+    dirty = {"yes": True, "1": True, "true": True, "no": False, "0": False, "false": False}.get(
+        (dirty_text or "").strip().lower())
+    return commit or None, dirty
+
+
 def environment(**extra: Any) -> dict[str, Any]:
     """Git commit and dirtiness, versions, devices, host, time; ``extra`` is merged in."""
     import torch
 
     cuda = torch.cuda.is_available()
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit, dirty = git_state()
     env = {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(status) if status is not None else None,
+        "git_commit": commit,
+        "git_dirty": dirty,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "ray": _version("ray"),

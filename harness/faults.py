@@ -8,7 +8,9 @@ a step and a kind:
   ``delay_s`` makes it wait that long first (its peers block in the next collective), which
   gives Ray Train time to commit the checkpoints reported before;
 - ``nan``: that step's loss becomes NaN on that rank, as a diverging model's would; the
-  NaN then spreads through the gradient all-reduce like a real divergence.
+  NaN then spreads through the gradient all-reduce like a real divergence;
+- ``slow``: every step from that one on waits ``delay_s`` first (a slow node; the cluster
+  tests use it to keep a run going while they take a node away).
 
 Example: ``DEQBENCH_FAULTS='[{"run": "lm_deq12", "kind": "kill", "rank": 1, "step": 7}]'``.
 Job files cannot name faults; only the environment of the submitting process can.
@@ -21,7 +23,7 @@ import signal
 import time
 from pathlib import Path
 
-KINDS = ("kill", "nan")
+KINDS = ("kill", "nan", "slow")
 
 
 def faults_for(spec: dict, rank: int) -> list[dict]:
@@ -37,6 +39,9 @@ def before_step(faults: list[dict], step: int, run_dir: Path) -> bool:
     """Fire the faults due at ``step``; returns True when the loss must become NaN."""
     poison = False
     for fault in faults:
+        if fault["kind"] == "slow" and step >= int(fault["step"]):
+            time.sleep(float(fault.get("delay_s", 0)))
+            continue
         if int(fault["step"]) != step:
             continue
         if fault["kind"] == "nan":

@@ -1,19 +1,24 @@
 """Runs on Ray: one Ray Train trainer per run, each started from a Ray task.
 
-On a cluster joined with ``--address`` the trainer is a ``TorchTrainer`` (gloo on CPU, nccl on
-CUDA, rendezvous through torch's TCP store). On the embedded single-node Ray it is the same
-data-parallel trainer without Ray's torch backend: the workers form their process group
-through a file (``harness.train._file_rendezvous``), so no port opens beyond loopback.
+Every trainer is Ray Train's data-parallel trainer without Ray's torch backend; the workers
+form their process group themselves (gloo on CPU, nccl on CUDA). On the embedded single-node
+Ray they meet through a file (``harness.train._file_rendezvous``), so no port opens at all;
+on a cluster joined with ``--address`` rank 0 opens torch's TCP store on its node's own
+address only, never on every interface (``harness.train._tcp_rendezvous``).
 
 The tasks ask for no CPU themselves; each trainer's workers ask for the run's resources,
 so Ray's own scheduler decides how many runs fit at once (``resources.max_concurrent_runs``
 caps it further). A trainer's storage is ``runs/<run_id>/checkpoints/`` and its name is the
 run id, so a resubmitted sweep resumes an interrupted run from its last checkpoint and the
 dashboard lists runs under their ids. Worker failures are retried by Ray Train
-(``resources.max_failures``), from the last checkpoint.
+(``resources.max_failures``), from the last checkpoint. A run whose workers cannot be placed
+(a lost node that does not come back) waits ``resources.node_timeout_s`` at most, then is
+recorded failed with that reason; each run's task is kept on the driver's node, which holds
+the records.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -22,10 +27,9 @@ from harness.session import describe_exception
 
 
 def _fit_run(spec: dict, run_dir: str, single_node: bool) -> str:
-    """Body of the Ray task of one run: build and fit its TorchTrainer; returns its state."""
+    """Body of the Ray task of one run: build and fit its Ray Train trainer; returns its state."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.backend import BackendConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from harness.results import RunRecord
@@ -39,34 +43,56 @@ def _fit_run(spec: dict, run_dir: str, single_node: bool) -> str:
     if res["gpus_per_worker"]:
         per_worker["GPU"] = res["gpus_per_worker"]
     record.set_status("running", reason=None, rank=None)
-    common = dict(
+    _, placement_retries = placement_wait(res)
+    failure_config = FailureConfig(max_failures=res["max_failures"], controller_failure_limit=placement_retries)
+    trainer = DataParallelTrainer(
+        train_worker, backend_config=BackendConfig(),
+        train_loop_config={"spec": spec, "run_dir": run_dir, "rendezvous": "file" if single_node else "tcp"},
         scaling_config=ScalingConfig(num_workers=res["workers"], use_gpu=use_gpu,
                                      resources_per_worker=per_worker),
         run_config=RunConfig(name=spec["run_id"], storage_path=str(Path(run_dir) / "checkpoints"),
-                             failure_config=FailureConfig(max_failures=res["max_failures"]),
+                             failure_config=failure_config,
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
-                             callbacks=[record_callback(run_dir)]),
-    )
-    if single_node:  # the workers form their process group through a file: no TCP store port
-        trainer = DataParallelTrainer(train_worker, backend_config=BackendConfig(),
-                                      train_loop_config={"spec": spec, "run_dir": run_dir,
-                                                         "rendezvous": "file"}, **common)
-    else:
-        trainer = TorchTrainer(train_worker, torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-                               train_loop_config={"spec": spec, "run_dir": run_dir}, **common)
+                             callbacks=[record_callback(run_dir)]))
     try:
         trainer.fit()
     except Exception as exc:  # recorded, never raised: one run's failure must not stop the sweep
         failures = getattr(exc, "worker_failures", None) or {}
         rank = min(failures) if failures else None
         cause = failures[rank] if failures else exc
-        record.set_status("failed", reason=describe_exception(cause), rank=rank)
+        reason = _placement_failure(exc, record, res) or describe_exception(cause)
+        record.set_status("failed", reason=reason, rank=rank)
         return "failed"
     state = record.read_status().get("state")
     if state not in ("finished", "failed"):
         record.set_status("failed", reason="training ended without a final report")
         return "failed"
     return state
+
+
+def placement_wait(res: dict) -> tuple[float, int]:
+    """(seconds per placement attempt, retries): Ray Train gives up placing a worker group
+    after ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S`` and retries ``controller_failure_limit``
+    times; together they wait ``resources.node_timeout_s`` (rounded up to whole attempts)."""
+    timeout = float(res.get("node_timeout_s") or 300.0)
+    per_try = min(timeout, 60.0)
+    return per_try, max(0, math.ceil(timeout / per_try - 1e-9) - 1)
+
+
+def _placement_failure(exc: BaseException, record, res: dict) -> str | None:
+    """The one-line reason when Ray Train gave up placing the workers, else None."""
+    inner = getattr(exc, "controller_failure", None)
+    if type(inner).__name__ != "WorkerGroupStartupTimeoutError":
+        return None
+    status = record.read_status()
+    waited = float(res.get("node_timeout_s") or 300.0)
+    need = f"{res['workers']} workers x ({res['cpus_per_worker']:g} CPU, {res['gpus_per_worker']:g} GPU)"
+    if int(status.get("attempt") or 0) > 0:  # it ran before: a node went away and did not come back
+        last = status.get("reason") or "no worker error on record"
+        return (f"node lost: the run's {need} could not be placed again for {waited:g} s "
+                f"(resources.node_timeout_s); last worker error: {last}")
+    return (f"the run's {need} could not be placed for {waited:g} s (resources.node_timeout_s): "
+            "the cluster has no room for them")
 
 
 def concurrency_limit(cluster: dict, runs: list[dict]) -> int:
@@ -93,10 +119,22 @@ def run_all(ray, store: SweepStore, runs: list[dict], *, single_node: bool = Fal
     """Start every run (at most ``max_concurrent_runs`` at once) and wait for all of them."""
     from harness.progress import SweepProgress
 
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     env = {k: v for k, v in os.environ.items()
            if k in ("TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE", "PYTHONPATH", "DEQBENCH_FAULTS",
+                     "DEQBENCH_GIT_COMMIT", "DEQBENCH_GIT_DIRTY",
                      "RAY_TRAIN_ENABLE_STATE_TRACKING", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")}
-    fit = ray.remote(num_cpus=0, max_retries=0)(_fit_run).options(runtime_env={"env_vars": env})
+    # the run's task (and the Ray Train controller it starts) stays on the driver's node: a
+    # lost worker node must not take the bookkeeping with it
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+    fit_remote = ray.remote(num_cpus=0, max_retries=0)(_fit_run)
+
+    def fit_options(spec: dict):
+        per_try, _ = placement_wait(spec["resources"])
+        run_env = {**env, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": f"{per_try:g}"}
+        return fit_remote.options(runtime_env={"env_vars": run_env}, scheduling_strategy=here)
+
     limit = concurrency_limit(ray.cluster_resources(), runs)
     queue = list(runs)
     active: dict = {}
@@ -105,7 +143,7 @@ def run_all(ray, store: SweepStore, runs: list[dict], *, single_node: bool = Fal
         while queue or active:
             while queue and len(active) < limit:
                 spec = queue.pop(0)
-                ref = fit.remote(spec, str(store.run(spec["run_id"]).dir), single_node)
+                ref = fit_options(spec).remote(spec, str(store.run(spec["run_id"]).dir), single_node)
                 active[ref] = spec
             done, _ = ray.wait(list(active), num_returns=1, timeout=1.0)
             for ref in done:

@@ -22,6 +22,7 @@ import contextlib
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
@@ -33,12 +34,31 @@ LIVE_METRICS = ("loss", "tokens_per_s", "step_time_s", "fwd_nstep", "fwd_rel_res
 
 
 def apply_report(record: RunRecord, report: dict[str, Any]) -> None:
-    """Write one report into a run's records (idempotent for status, append for metrics)."""
+    """Write one report into a run's records (idempotent for status, append for metrics).
+
+    Attempts are timed here, on the receiving side's clock: an attempt runs from its first
+    report to its last one. ``status.json`` keeps the finished attempts' times
+    (``attempt_times_s``), so the final summary's ``wall_time_s`` covers every attempt of
+    the run, across worker restarts and resubmissions, and ``attempt_wall_s`` lists them.
+    """
     if not report:
         return
+    now = time.time()
+    previous = record.read_status()
+    timing: dict[str, Any] = {"attempt_last_report": now}
     if report.get("env"):  # the first report of each (re)start of the workers: count the attempt
-        attempt = int(record.read_status().get("attempt") or 0) + 1
-        report = {**report, "status": {**(report.get("status") or {}), "attempt": attempt}}
+        attempt = int(previous.get("attempt") or 0) + 1
+        times = list(previous.get("attempt_times_s") or [])
+        if previous.get("attempt_started") and previous.get("attempt_last_report"):
+            times.append(round(float(previous["attempt_last_report"]) - float(previous["attempt_started"]), 3))
+        timing.update(attempt=attempt, attempt_started=now, attempt_times_s=times)
+    else:
+        times = list(previous.get("attempt_times_s") or [])
+    report = {**report, "status": {**(report.get("status") or {}), **timing}}
+    if report.get("summary") and report["summary"].get("wall_time_s") is not None:
+        this = float(report["summary"]["wall_time_s"])  # the worker's own clock for this attempt
+        report["summary"] = {**report["summary"], "attempt_wall_s": times + [this],
+                             "wall_time_s": sum(times) + this, "attempts": len(times) + 1}
     if report.get("resumed_from") is not None:
         record.truncate_metrics(int(report["resumed_from"]))
     if report.get("env"):

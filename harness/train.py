@@ -1,7 +1,8 @@
 """The per-worker training function: data shard -> model -> DeepSpeed -> steps -> records.
 
 Under Ray, ``harness.submit`` runs :func:`train_worker` in every worker of a Ray Train
-``TorchTrainer``. Without Ray, one run of a job file trains in this process (world size 1),
+data-parallel trainer (the process group is formed here: a file on one node, a TCP store
+bound to rank 0's node address on a cluster). Without Ray, one run of a job file trains in this process (world size 1),
 for debugging, profiling, or machines where Ray is not installed::
 
     python -m harness.train jobs/quickstart.yaml --run deq12_s0      # name or run id
@@ -81,13 +82,118 @@ def train_worker(config: dict[str, Any]) -> None:
     tags = {"sweep": spec["sweep"], "run_id": spec["run_id"],
             "strategy": str(spec["model"].get("depth", {}).get("kind", ""))}
     session = RaySession(tags)
+    check_worker_paths(spec, config["run_dir"])
     if config.get("rendezvous") == "file":
         _file_rendezvous(session)
+    elif config.get("rendezvous") == "tcp":
+        _tcp_rendezvous(session)
     try:
         run_training(spec, Path(config["run_dir"]), session)
     finally:
-        if config.get("rendezvous") == "file" and dist.is_initialized():
+        if config.get("rendezvous") in ("file", "tcp") and dist.is_initialized():
             dist.destroy_process_group()
+
+
+class WorkerPathError(RuntimeError):
+    """A path of the run spec is missing on this worker's node (e.g. not on shared storage)."""
+
+
+def check_worker_paths(spec: dict, run_dir: str | Path) -> None:
+    """The run's corpus and run folder exist on this worker's node; one line naming both if not.
+
+    The driver checked them on its own node; a cluster node that lacks the shared folder must
+    fail here, at once and plainly, not deep inside a loader. Nothing is generated here: the
+    driver generated the synthetic corpus before the runs started.
+    """
+    import socket
+
+    from harness.data import DataError, check_data_dir
+    from harness.data.datasets import DATASETS, synthetic_state
+
+    node = socket.gethostname()
+    try:
+        import ray
+
+        node = f"{node} ({ray.util.get_node_ip_address()})"
+    except Exception:  # noqa: BLE001 (outside Ray: the host name is enough)
+        pass
+    if not Path(run_dir).is_dir():
+        raise WorkerPathError(f"on node {node}: run folder {run_dir} does not exist; the results folder "
+                              "must be on storage every node shares")
+    if spec["task"] != "lm":
+        return
+    dataset, data_dir = spec["data"]["dataset"], spec["data"]["data_dir"]
+    try:
+        if DATASETS[dataset].kind == "synthetic" and synthetic_state(Path(data_dir)) == "absent":
+            raise DataError(f"{dataset}: data dir {data_dir!r} holds no corpus")
+        check_data_dir(dataset, data_dir)
+    except DataError as exc:
+        first = str(exc).splitlines()[0].split("; source:")[0]
+        raise WorkerPathError(f"on node {node}: {first} (data.data_dir must be a folder every "
+                              "node sees at the same path)") from None
+
+
+def _node_name() -> str:
+    """This worker's Ray node id (or the host name outside Ray): where each rank ran."""
+    ray = sys.modules.get("ray")  # never imported here on the path without Ray
+    if ray is not None and ray.is_initialized():
+        return ray.get_runtime_context().get_node_id()
+    import socket
+
+    return socket.gethostname()
+
+
+def _node_interface(ip: str) -> str | None:
+    """The network interface that holds address ``ip`` (for gloo/NCCL to bind to), if any."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover (psutil comes with Ray)
+        return None
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.address.split("%")[0] == ip for a in addrs):
+            return name
+    return None
+
+
+def _tcp_rendezvous(session: Session) -> None:
+    """Form the process group through torch's TCP store, bound to rank 0's node address only.
+
+    torch's own env:// rendezvous (and Ray's TorchTrainer) open the store on every interface.
+    Here rank 0 binds a socket to its node's address (Ray's node IP), hands it to the store
+    (``master_listen_fd``) and broadcasts the address to the other ranks through Ray Train;
+    gloo and NCCL are pointed at the interface that holds the node's address.
+    """
+    import datetime
+    import socket
+
+    import ray
+    from ray.train.collective import broadcast_from_rank_zero
+
+    ip = ray.util.get_node_ip_address()
+    iface = _node_interface(ip)
+    if iface:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", iface)
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", iface)
+    listener = None
+    address = None
+    if session.rank == 0:
+        listener = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind((ip, 0))
+        listener.listen(max(128, session.world_size))
+        address = (ip, listener.getsockname()[1])
+    address = broadcast_from_rank_zero(address)
+    store = dist.TCPStore(address[0], address[1], session.world_size, is_master=session.rank == 0,
+                          timeout=datetime.timedelta(minutes=5),
+                          # the store owns the socket from here (detach: Python must not close it)
+                          master_listen_fd=listener.detach() if listener is not None else None)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(_device(session))
+    dist.init_process_group(backend, store=store, rank=session.rank, world_size=session.world_size)
+    for key, value in (("RANK", session.rank), ("WORLD_SIZE", session.world_size),
+                       ("LOCAL_RANK", session.local_rank), ("MASTER_ADDR", address[0]),
+                       ("MASTER_PORT", address[1])):
+        os.environ[key] = str(value)
 
 
 def _file_rendezvous(session: Session) -> None:
@@ -163,7 +269,16 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
                              # records after the starting step belong to a lost attempt
                              "resumed_from": start_step}
     session.report(first if is_main else {})
-    act_bytes = work.activation_bytes(engine.module)  # every rank: ZeRO-3 forwards gather
+    # every rank (ZeRO-3 forwards gather). A DEQ with a warm-up is measured as the DEQ it is
+    # for most of training (equilibrium mode), and in its warm-up mode as a second figure.
+    depth_cfg = spec["model"].get("depth", {})
+    warmup_steps = int(depth_cfg.get("pretrain_steps") or 0) if depth_cfg.get("kind") == "deq" else 0
+    act_warmup = None
+    if warmup_steps:
+        engine.module.set_step(0)
+        act_warmup = work.activation_bytes(engine.module)
+        engine.module.set_step(warmup_steps)
+    act_bytes = work.activation_bytes(engine.module)
 
     steps = train_cfg["steps"]
     faults = F.faults_for(spec, session.rank)
@@ -260,7 +375,7 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "params_total": counts["total"], "params_embedding": counts["embedding"],
         "params_non_embedding": counts["non_embedding"],
-        "activation_bytes": act_bytes, "peak_mem_bytes": peak,
+        "activation_bytes": act_bytes, "activation_bytes_warmup": act_warmup, "peak_mem_bytes": peak,
         "static_mem_bytes": M.static_mem_bytes(engine.module, optimizer),
         "step_time_s": step_time, "fwd_time_s": M.median(timed["fwd"]),
         "bwd_time_s": M.median(timed["bwd"]), "solver_time_s": M.median(timed["solver"]),
@@ -272,6 +387,7 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
     # ZeRO-3 partitions the parameters: the module then holds no full copy to compare
     if engine.zero_optimization_stage() < 3:
         summary["rank_param_sha"] = M.gather_from_ranks(M.param_fingerprint(engine.module), session.world_size)
+    summary["rank_nodes"] = M.gather_from_ranks(_node_name(), session.world_size)
     final = {"records": [{"kind": "eval", "step": steps, "elapsed_s": wall,
                           **{k: v for k, v in evals.items() if k.startswith("val_")}}],
              "summary": summary,
@@ -338,21 +454,25 @@ def _check_finite(rec: dict, step: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one run of a job file in this process, without Ray (world size 1)."""
+    from harness import checks
     from harness.config import JobFileError, expand_grid, load_job_file
     from harness.results import SweepStore
+    from harness.submit import prepare_data
 
     ap = argparse.ArgumentParser(prog="python -m harness.train", description=main.__doc__)
     ap.add_argument("job_file")
     ap.add_argument("--run", help="run name or run id (see --list)")
     ap.add_argument("--list", action="store_true", help="list the runs of the job file and exit")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a job-file value, as harness.submit --set")
     ap.add_argument("--results", default="results", help="results root (default: results/)")
     args = ap.parse_args(argv)
     from harness.dsops import name_cpu_accelerator
 
     name_cpu_accelerator()
     try:
-        job, text = load_job_file(args.job_file)
-        runs = expand_grid(job, args.job_file)
+        job, text = load_job_file(args.job_file, args.overrides)
+        runs = expand_grid(job, args.job_file, base_dir=Path.cwd())
     except JobFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -364,11 +484,20 @@ def main(argv: list[str] | None = None) -> int:
     if not matches:
         print(f"error: {args.job_file}: no run named {args.run!r}; see --list", file=sys.stderr)
         return 2
+    try:  # the same checks as harness.submit, for this run
+        checks.check_models(matches[:1], args.job_file)
+        checks.check_deepspeed(matches[:1], args.job_file)
+        checks.check_data(matches[:1], args.job_file)
+        checks.check_output_dir(Path(args.results), "results", args.job_file)
+        prepare_data(matches[:1], args.job_file)
+    except JobFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     spec = matches[0]
     spec["resources"] = {**spec["resources"], "workers": 1}
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
         os.environ.setdefault(key, value)
-    store = SweepStore(Path(args.results) / job.name)
+    store = SweepStore(Path(args.results).absolute() / job.name)
     record = store.run(spec["run_id"])
     record.write_spec(spec)
     record.set_status("running", reason=None, rank=None)

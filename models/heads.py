@@ -96,4 +96,10 @@ class AdaptiveSoftmaxLMHead(Head):
         nll_sum = -target_log_prob.sum()
         n_tokens = keep.sum()
         loss = nll_sum / n_tokens.clamp(min=1)
+        if torch.is_grad_enabled():
+            # torch skips a tail cluster no target of this batch falls in, so its weights get no
+            # gradient on this rank: data-parallel ranks would then reduce different buckets
+            # (ZeRO 1-2 over gloo aborts on the size mismatch). A zero-weighted term keeps every
+            # weight in the graph on every rank; it changes no value and no gradient.
+            loss = loss + 0.0 * sum(p.sum() for p in self.adaptive.tail.parameters())
         return HeadOutput(loss=loss, nll_sum=nll_sum.detach(), n_tokens=n_tokens, logits=None)

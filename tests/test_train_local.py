@@ -30,3 +30,27 @@ def test_one_run_without_ray_writes_the_same_records(tmp_path):
     assert not bad, bad
     assert summary["world_size"] == 1
     assert [r["step"] for r in rec.read_metrics() if r["kind"] == "train"] == [2, 4, 6, 8]
+
+
+def test_deq_with_warmup_reports_equilibrium_activation_memory(tmp_path):
+    """activation_bytes of a DEQ with pretrain_steps is measured in equilibrium mode (the
+    same as the DEQ without a warm-up); the warm-up mode's figure is recorded beside it."""
+    deq = {"kind": "deq", "max_iter": 6, "backward_max_iter": 6}
+    job = tiny_job(tmp_path, "warm", [deq, {**deq, "pretrain_steps": 3}], steps=6,
+                   extra_train={"measure_steps": 2, "eval_interval": 0, "checkpoint_interval": 0})
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": os.environ.get(
+        "TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))}
+    listed = subprocess.run([sys.executable, "-m", "harness.train", str(job), "--list"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)
+    summaries = []
+    for line in listed.stdout.splitlines():
+        run_id = line.split()[0]
+        proc = subprocess.run([sys.executable, "-m", "harness.train", str(job), "--run", run_id, "--results",
+                               str(tmp_path / "results")], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        summaries.append(RunRecord(tmp_path / "results" / "warm" / "runs" / run_id).read_summary())
+    plain, warm = summaries
+    assert plain["activation_bytes_warmup"] is None
+    assert warm["activation_bytes"] == plain["activation_bytes"]
+    assert warm["activation_bytes_warmup"] > 0 and warm["activation_bytes_warmup"] != warm["activation_bytes"]

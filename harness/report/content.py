@@ -27,7 +27,8 @@ PER_RUN_ENV_SKIP = ("seeds", "started", "ended")  # expected to differ between r
 METRIC_GLOSSARY = (
     ("activation_bytes", "bytes of tensors saved for backward during one training forward (unique storages, "
                          "parameters excluded); the same on any device up to a few auxiliary bytes of some CUDA "
-                         "kernels; shows O(1) against O(L)"),
+                         "kernels; shows O(1) against O(L); a DEQ with a warm-up is measured in equilibrium "
+                         "mode (its warm-up figure is activation_bytes_warmup in summary.csv)"),
     ("peak_mem_bytes", "CUDA: max_memory_allocated over the measured steps; CPU: peak RSS growth"),
     ("static_mem_bytes", "parameters + gradients + optimizer state"),
     ("step_time_s", "median over measured steps after warm-up, device synchronised; forward and backward parts "
