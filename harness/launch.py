@@ -140,16 +140,42 @@ def run_all(ray, store: SweepStore, runs: list[dict], *, single_node: bool = Fal
     active: dict = {}
     totals = {r["run_id"]: r["train"]["steps"] for r in runs}
     with SweepProgress(store.dir, [r["run_id"] for r in runs], total_steps=totals) as progress:
-        while queue or active:
-            while queue and len(active) < limit:
-                spec = queue.pop(0)
-                ref = fit_options(spec).remote(spec, str(store.run(spec["run_id"]).dir), single_node)
-                active[ref] = spec
-            done, _ = ray.wait(list(active), num_returns=1, timeout=1.0)
-            for ref in done:
-                spec = active.pop(ref)
-                try:
-                    ray.get(ref)
-                except Exception as exc:  # the task itself died (e.g. its node was lost)
-                    store.run(spec["run_id"]).set_status("failed", reason=describe_exception(exc))
-            progress.update()
+        try:
+            while queue or active:
+                while queue and len(active) < limit:
+                    spec = queue.pop(0)
+                    ref = fit_options(spec).remote(spec, str(store.run(spec["run_id"]).dir), single_node)
+                    active[ref] = spec
+                done, _ = ray.wait(list(active), num_returns=1, timeout=1.0)
+                for ref in done:
+                    spec = active.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except Exception as exc:  # the task itself died (e.g. its node was lost)
+                        store.run(spec["run_id"]).set_status("failed", reason=describe_exception(exc))
+                progress.update()
+        except KeyboardInterrupt:
+            stop_interrupted(ray, store, active)
+            raise
+
+
+def stop_interrupted(ray, store: SweepStore, active: dict) -> None:
+    """Ctrl-C: stop the runs in flight and set them back to ``pending`` (never left ``running``).
+
+    Each run's task (with its Ray Train controller and workers) is cancelled; once it is gone
+    its status says where it stopped. Resubmitting resumes it from its last checkpoint.
+    """
+    for ref in active:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001 (already gone, or Ray itself was interrupted)
+            pass
+    try:
+        ray.wait(list(active), num_returns=len(active), timeout=10.0)
+    except BaseException:  # noqa: BLE001 (a second Ctrl-C, or Ray down: record what we can)
+        pass
+    for spec in active.values():
+        record = store.run(spec["run_id"])
+        step = record.read_status().get("step") or 0
+        record.set_status("pending", reason=f"interrupted (Ctrl-C) at step {step}; resubmit to resume "
+                                            "from the last checkpoint")

@@ -332,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             run_all(ray, store, todo, single_node=not args.address)
+        except KeyboardInterrupt:
+            print("interrupted: the runs in flight were stopped and set back to pending; "
+                  "resubmit to resume them from their last checkpoints", file=sys.stderr)
+            return 130
         finally:
             ray.shutdown()
     failed = [r for r in runs if store.run(r["run_id"]).read_status().get("state") != "finished"]

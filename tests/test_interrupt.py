@@ -1,0 +1,56 @@
+"""Ctrl-C (SIGINT) to ``harness.submit`` mid-sweep (slow): the runs stop within seconds, none is
+left ``running`` in its record, and resubmission resumes from the last checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from sweep_helpers import read_json, submit, tiny_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_ctrl_c_stops_runs_and_resubmission_resumes(tmp_path):
+    job = tiny_job(tmp_path, "sigint", [{"kind": "weight_tied", "layers": 2}], steps=30, workers=1,
+                   extra_train={"checkpoint_interval": 4, "eval_interval": 0})
+    faults = [{"run": "weight_tied2", "kind": "slow", "rank": 0, "step": 1, "delay_s": 0.3}]
+    env = {"DEQBENCH_FAULTS": json.dumps(faults)}
+    proc = submit(job, tmp_path, env=env, wait=False)
+    sweep = tmp_path / "results" / "sigint"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            statuses = list((sweep / "runs").glob("*/status.json")) if sweep.exists() else []
+            if statuses and int(read_json(statuses[0]).get("step") or 0) >= 10:
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the run did not reach step 10")
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+        out, _ = proc.communicate(timeout=60)
+        stopped_in = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    run_dir = next((sweep / "runs").iterdir())
+    time.sleep(2)  # nothing may flip the record back afterwards
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "pending" and "interrupted" in status["reason"], status
+    stopped_at = int(status["step"])
+    assert stopped_in < 30, stopped_in
+
+    again = submit(job, tmp_path, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    status = read_json(run_dir / "status.json")
+    assert status["state"] == "finished" and status["attempt"] == 2
+    steps = [r["step"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "train"]
+    assert steps == list(range(2, 31, 2)), steps  # resumed from a checkpoint: no gap, no duplicate
+    print(f"Ctrl-C at step {stopped_at}: stopped in {stopped_in:.1f} s; resubmission finished the run")
