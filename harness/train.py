@@ -37,7 +37,7 @@ from harness import faults as F
 from harness import metrics as M
 from harness.dsconfig import deepspeed_config
 from harness.envinfo import environment
-from harness.session import LocalSession, Session, scratch_dir
+from harness.session import LocalSession, Session, describe_exception, scratch_dir
 from harness.workload import Workload
 
 log = logging.getLogger("deqbench.train")
@@ -249,23 +249,45 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
         _cap_memory(float(spec["resources"]["memory_cap_gb"]))
 
     work = Workload(spec, rank=session.rank, world_size=session.world_size, device=device)
-    model = work.build_model()
-    counts = model.param_counts()
     import deepspeed
 
     ds_cfg = deepspeed_config(spec, cuda=device.type == "cuda")
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                                   config=ds_cfg)
-    _load_weights_only(engine)
+
+    def build_engine():
+        torch.manual_seed(train_cfg["seed"])
+        model = work.build_model()
+        engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                                       config=ds_cfg)
+        _load_weights_only(engine)
+        return model, engine, optimizer
+
+    model, engine, optimizer = build_engine()
+    counts = model.param_counts()
     start_step = 0
+    refused = None
     with session.checkpoint() as ckpt:
         if ckpt is not None:
-            _, client = engine.load_checkpoint(str(ckpt), tag="latest_run_ckpt")
-            start_step = int((client or {}).get("step", 0))
+            try:
+                path, client = engine.load_checkpoint(str(ckpt), tag="latest_run_ckpt")
+                if path is None:
+                    raise FileNotFoundError("no DeepSpeed checkpoint 'latest_run_ckpt' in it")
+                start_step = int((client or {}).get("step", 0))
+            except Exception as exc:  # noqa: BLE001 (any unreadable checkpoint: refused, not fatal)
+                refused = describe_exception(exc)
+        # every rank must agree: one rank's unreadable shard means nobody resumes
+        if _any_rank(refused is not None, device):
+            refused = refused or "unreadable on another rank"
+            log.warning("checkpoint refused (%s); starting from step 0", refused)
+            model, engine, optimizer = build_engine()  # a half-loaded engine is not trusted
+            start_step = 0
+        elif ckpt is not None:
             log.info("resumed from checkpoint at step %d", start_step)
 
     env = environment(seeds={"train": train_cfg["seed"]}, world_size=session.world_size) if is_main else None
-    first: dict[str, Any] = {"status": {"state": "running", "step": start_step}, "env": env,
+    status: dict[str, Any] = {"state": "running", "step": start_step}
+    if refused:
+        status["checkpoint_refused"] = f"the last checkpoint could not be read ({refused}); started again from step 0"
+    first: dict[str, Any] = {"status": status, "env": env,
                              # records after the starting step belong to a lost attempt
                              "resumed_from": start_step}
     session.report(first if is_main else {})
@@ -395,6 +417,15 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
     session.report(final if is_main else {})
     log.info("finished: %s", {k: summary.get(k) for k in ("val_ppl", "test_ppl", "step_time_s")})
     return summary if is_main else None
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any rank."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 def _load_weights_only(engine) -> None:

@@ -54,3 +54,31 @@ def test_deq_with_warmup_reports_equilibrium_activation_memory(tmp_path):
     assert plain["activation_bytes_warmup"] is None
     assert warm["activation_bytes"] == plain["activation_bytes"]
     assert warm["activation_bytes_warmup"] > 0 and warm["activation_bytes_warmup"] != warm["activation_bytes"]
+
+
+def test_corrupted_checkpoint_is_refused_and_the_run_starts_again(tmp_path):
+    """A truncated checkpoint: the resume refuses it in one line (status.checkpoint_refused),
+    rebuilds the engine and trains from step 0; the curve is rewritten without gaps or
+    duplicates. (Ray Train keeps one checkpoint per run, so there is no older one to use.)"""
+    job = tiny_job(tmp_path, "corrupt", [{"kind": "weight_tied", "layers": 2}], steps=8,
+                   extra_train={"checkpoint_interval": 4, "eval_interval": 0, "measure_steps": 2})
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": os.environ.get(
+        "TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))}
+    cmd = [sys.executable, "-m", "harness.train", str(job), "--run", "weight_tied2", "--results",
+           str(tmp_path / "results")]
+    first = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    run_dir = next((tmp_path / "results" / "corrupt" / "runs").iterdir())
+    shards = sorted((run_dir / "checkpoints" / "local").rglob("*.pt"))
+    assert shards, "the run left no checkpoint"
+    for shard in shards:  # truncated, as by a full disk or a kill in mid-write
+        shard.write_bytes(shard.read_bytes()[: max(1, shard.stat().st_size // 3)])
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Traceback" not in second.stderr
+    rec = RunRecord(run_dir)
+    status = rec.read_status()
+    assert status["state"] == "finished" and status["attempt"] == 2
+    note = status["checkpoint_refused"]
+    assert "could not be read" in note and "step 0" in note and "\n" not in note, note
+    assert [r["step"] for r in rec.read_metrics() if r["kind"] == "train"] == [2, 4, 6, 8]
