@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 
 from harness.results import SweepStore
@@ -62,6 +63,8 @@ def _fit_run(spec: dict, run_dir: str, single_node: bool) -> str:
         cause = failures[rank] if failures else exc
         reason = _placement_failure(exc, record, res) or describe_exception(cause)
         record.set_status("failed", reason=reason, rank=rank)
+        if not (record.dir / "spec.json").exists():  # the folder was deleted under the run
+            record.write_spec(spec)
         return "failed"
     state = record.read_status().get("state")
     if state not in ("finished", "failed"):
@@ -152,7 +155,11 @@ def run_all(ray, store: SweepStore, runs: list[dict], *, single_node: bool = Fal
                     try:
                         ray.get(ref)
                     except Exception as exc:  # the task itself died (e.g. its node was lost)
-                        store.run(spec["run_id"]).set_status("failed", reason=describe_exception(exc))
+                        try:
+                            store.run(spec["run_id"]).set_status("failed", reason=describe_exception(exc))
+                        except OSError as write_error:  # the records themselves are unwritable
+                            print(f"warning: run {spec['run_id']}: {describe_exception(exc)}; its status "
+                                  f"could not be written: {write_error}", file=sys.stderr)
                 progress.update()
         except KeyboardInterrupt:
             stop_interrupted(ray, store, active)

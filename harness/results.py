@@ -165,6 +165,7 @@ class RunRecord:
             status["started"] = status["updated"]
         if state in ("finished", "failed"):
             status["ended"] = status["updated"]
+        self.dir.mkdir(parents=True, exist_ok=True)  # a deleted run folder still gets its verdict
         atomic_write_json(self.dir / "status.json", status)
         return status
 

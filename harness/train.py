@@ -117,9 +117,9 @@ def check_worker_paths(spec: dict, run_dir: str | Path) -> None:
         node = f"{node} ({ray.util.get_node_ip_address()})"
     except Exception:  # noqa: BLE001 (outside Ray: the host name is enough)
         pass
-    if not Path(run_dir).is_dir():
-        raise WorkerPathError(f"on node {node}: run folder {run_dir} does not exist; the results folder "
-                              "must be on storage every node shares")
+    if not (Path(run_dir) / "spec.json").is_file():
+        raise WorkerPathError(f"on node {node}: run folder {run_dir} (its spec.json) does not exist: deleted, "
+                              "or the results folder is not on storage every node shares")
     if spec["task"] != "lm":
         return
     dataset, data_dir = spec["data"]["dataset"], spec["data"]["data_dir"]
@@ -356,6 +356,9 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
             ckpt_every = train_cfg["checkpoint_interval"]
             do_ckpt = bool(ckpt_every) and step % ckpt_every == 0 and step != steps
             if do_log:
+                if not (run_dir / "spec.json").is_file():  # the run folder was deleted under us
+                    raise WorkerPathError(f"run folder {run_dir} was deleted while the run was in flight "
+                                          f"(at step {step})")
                 rec = agg.flush(device)
                 last_loss = rec["loss"]
                 rec.update(kind="train", step=step, elapsed_s=M.now(device) - t_start,

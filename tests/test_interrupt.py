@@ -54,3 +54,36 @@ def test_ctrl_c_stops_runs_and_resubmission_resumes(tmp_path):
              if r["kind"] == "train"]
     assert steps == list(range(2, 31, 2)), steps  # resumed from a checkpoint: no gap, no duplicate
     print(f"Ctrl-C at step {stopped_at}: stopped in {stopped_in:.1f} s; resubmission finished the run")
+
+
+def test_run_folder_deleted_mid_sweep_fails_that_run_only(tmp_path):
+    import shutil
+
+    job = tiny_job(tmp_path, "rmrun", [{"kind": "weight_tied", "layers": 2}, {"kind": "explicit", "layers": 2}],
+                   steps=24, extra_train={"checkpoint_interval": 4, "eval_interval": 0},
+                   resources={"max_failures": 1})
+    faults = [{"run": "weight_tied2", "kind": "slow", "rank": 0, "step": 1, "delay_s": 0.3}]
+    proc = submit(job, tmp_path, env={"DEQBENCH_FAULTS": json.dumps(faults)}, wait=False)
+    sweep = tmp_path / "results" / "rmrun"
+    try:
+        deadline = time.monotonic() + 300
+        victim = None
+        while time.monotonic() < deadline and victim is None:
+            for path in (sweep / "runs").glob("*/status.json") if sweep.exists() else []:
+                if read_json(path.parent / "spec.json").get("name") == "weight_tied2" \
+                        and int(read_json(path).get("step") or 0) >= 6:
+                    victim = path.parent
+            time.sleep(0.3)
+        assert victim is not None, "the first run did not reach step 6"
+        shutil.rmtree(victim)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 1, out[-3000:]  # one run failed, the sweep finished
+    assert "Traceback" not in out
+    states = {read_json(d / "spec.json")["name"]: read_json(d / "status.json") for d in (sweep / "runs").iterdir()}
+    assert states["weight_tied2"]["state"] == "failed"
+    assert "deleted" in states["weight_tied2"]["reason"] or "does not exist" in states["weight_tied2"]["reason"]
+    assert states["explicit2"]["state"] == "finished"
+    assert (tmp_path / "reports" / "rmrun" / "index.html").exists()
