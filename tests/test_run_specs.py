@@ -1,4 +1,4 @@
-"""``--set KEY=VALUE`` overrides and path resolution (fast, no Ray)."""
+"""Run specs from job files: `--set` overrides, path resolution, unique names, worker path checks (fast, no Ray)."""
 from __future__ import annotations
 
 import os
@@ -138,3 +138,25 @@ def test_run_names_unique_for_any_grid(tmp_path):
         assert len(set(names)) == len(names), names
 
     check()
+
+
+def test_worker_path_check_names_the_node_and_the_path(tmp_path):
+    from harness.train import WorkerPathError, check_worker_paths
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    spec = {"task": "lm", "data": {"dataset": "ptb", "data_dir": str(tmp_path / "nowhere" / "ptb")}}
+    with pytest.raises(WorkerPathError) as err:  # no spec.json: the run folder is not this one
+        check_worker_paths(spec, run_dir)
+    assert "on node" in str(err.value) and str(run_dir) in str(err.value)
+    (run_dir / "spec.json").write_text("{}")
+    with pytest.raises(WorkerPathError) as err:
+        check_worker_paths(spec, run_dir)
+    msg = str(err.value)
+    assert "on node" in msg and str(tmp_path / "nowhere" / "ptb") in msg and "\n" not in msg
+    spec["data"] = {"dataset": "synthetic", "data_dir": str(tmp_path / "empty")}
+    with pytest.raises(WorkerPathError, match="holds no corpus"):  # never generated on a worker
+        check_worker_paths(spec, run_dir)
+    assert not (tmp_path / "empty").exists()
+    spec["data"] = {"dataset": "ptb", "data_dir": str(REPO / "tests" / "data" / "ptb")}
+    check_worker_paths(spec, run_dir)  # present: no error
