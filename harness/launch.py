@@ -61,16 +61,23 @@ def _fit_run(spec: dict, run_dir: str, single_node: bool) -> str:
         failures = getattr(exc, "worker_failures", None) or {}
         rank = min(failures) if failures else None
         cause = failures[rank] if failures else exc
-        reason = _placement_failure(exc, record, res) or describe_exception(cause)
-        record.set_status("failed", reason=reason, rank=rank)
-        if not (record.dir / "spec.json").exists():  # the folder was deleted under the run
-            record.write_spec(spec)
+        record_failure(record, spec, _placement_failure(exc, record, res) or describe_exception(cause), rank)
         return "failed"
     state = record.read_status().get("state")
     if state not in ("finished", "failed"):
         record.set_status("failed", reason="training ended without a final report")
         return "failed"
     return state
+
+
+def record_failure(record, spec: dict, reason: str, rank: int | None = None) -> None:
+    """Record a run as failed; a run folder deleted under the run is recreated and says so."""
+    deleted = not (record.dir / "spec.json").exists()
+    if deleted and not reason.startswith("WorkerPathError"):  # whichever part tripped over it first
+        reason = f"run folder {record.dir} was deleted while the run was in flight ({reason})"
+    record.set_status("failed", reason=reason, rank=rank)
+    if deleted:
+        record.write_spec(spec)
 
 
 def placement_wait(res: dict) -> tuple[float, int]:
@@ -156,7 +163,7 @@ def run_all(ray, store: SweepStore, runs: list[dict], *, single_node: bool = Fal
                         ray.get(ref)
                     except Exception as exc:  # the task itself died (e.g. its node was lost)
                         try:
-                            store.run(spec["run_id"]).set_status("failed", reason=describe_exception(exc))
+                            record_failure(store.run(spec["run_id"]), spec, describe_exception(exc))
                         except OSError as write_error:  # the records themselves are unwritable
                             print(f"warning: run {spec['run_id']}: {describe_exception(exc)}; its status "
                                   f"could not be written: {write_error}", file=sys.stderr)

@@ -189,8 +189,11 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 def describe_exception(exc: BaseException) -> str:
     """One line: the innermost exception's class and first message line."""
     inner = exc
-    while getattr(inner, "__cause__", None) is not None:
-        inner = inner.__cause__
+    while True:  # the innermost cause; Ray Train's ControllerError keeps its own in controller_failure
+        nxt = getattr(inner, "__cause__", None) or getattr(inner, "controller_failure", None)
+        if nxt is None or nxt is inner:
+            break
+        inner = nxt
     text = _ANSI.sub("", str(inner)).strip().splitlines()
     return f"{type(inner).__name__}: {text[0] if text else ''}".strip()
 
