@@ -84,7 +84,7 @@ def placement_wait(res: dict) -> tuple[float, int]:
     """(seconds per placement attempt, retries): Ray Train gives up placing a worker group
     after ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S`` and retries ``controller_failure_limit``
     times; together they wait ``resources.node_timeout_s`` (rounded up to whole attempts)."""
-    timeout = float(res.get("node_timeout_s") or 300.0)
+    timeout = float(res["node_timeout_s"])
     per_try = min(timeout, 60.0)
     return per_try, max(0, math.ceil(timeout / per_try - 1e-9) - 1)
 
@@ -95,7 +95,7 @@ def _placement_failure(exc: BaseException, record, res: dict) -> str | None:
     if type(inner).__name__ != "WorkerGroupStartupTimeoutError":
         return None
     status = record.read_status()
-    waited = float(res.get("node_timeout_s") or 300.0)
+    waited = float(res["node_timeout_s"])
     need = f"{res['workers']} workers x ({res['cpus_per_worker']:g} CPU, {res['gpus_per_worker']:g} GPU)"
     if int(status.get("attempt") or 0) > 0:  # it ran before: a node went away and did not come back
         last = status.get("reason") or "no worker error on record"

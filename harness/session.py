@@ -46,14 +46,11 @@ def apply_report(record: RunRecord, report: dict[str, Any]) -> None:
     now = time.time()
     previous = record.read_status()
     timing: dict[str, Any] = {"attempt_last_report": now}
+    times = list(previous.get("attempt_times_s") or [])  # the finished attempts
     if report.get("env"):  # the first report of each (re)start of the workers: count the attempt
-        attempt = int(previous.get("attempt") or 0) + 1
-        times = list(previous.get("attempt_times_s") or [])
         if previous.get("attempt_started") and previous.get("attempt_last_report"):
             times.append(round(float(previous["attempt_last_report"]) - float(previous["attempt_started"]), 3))
-        timing.update(attempt=attempt, attempt_started=now, attempt_times_s=times)
-    else:
-        times = list(previous.get("attempt_times_s") or [])
+        timing.update(attempt=int(previous.get("attempt") or 0) + 1, attempt_started=now, attempt_times_s=times)
     report = {**report, "status": {**(report.get("status") or {}), **timing}}
     if report.get("summary") and report["summary"].get("wall_time_s") is not None:
         this = float(report["summary"]["wall_time_s"])  # the worker's own clock for this attempt

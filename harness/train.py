@@ -186,14 +186,7 @@ def _tcp_rendezvous(session: Session) -> None:
                           timeout=datetime.timedelta(minutes=5),
                           # the store owns the socket from here (detach: Python must not close it)
                           master_listen_fd=listener.detach() if listener is not None else None)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(_device(session))
-    dist.init_process_group(backend, store=store, rank=session.rank, world_size=session.world_size)
-    for key, value in (("RANK", session.rank), ("WORLD_SIZE", session.world_size),
-                       ("LOCAL_RANK", session.local_rank), ("MASTER_ADDR", address[0]),
-                       ("MASTER_PORT", address[1])):
-        os.environ[key] = str(value)
+    _init_group(session, store, MASTER_ADDR=address[0], MASTER_PORT=address[1])
 
 
 def _file_rendezvous(session: Session) -> None:
@@ -210,13 +203,18 @@ def _file_rendezvous(session: Session) -> None:
     os.environ.setdefault("NCCL_SOCKET_IFNAME", "lo")
     group = ray.get_runtime_context().get_placement_group_id() or "nogroup"
     path = Path(tempfile.gettempdir()) / f"deqbench-rendezvous-{group}"
-    store = dist.FileStore(str(path), session.world_size)
+    _init_group(session, dist.FileStore(str(path), session.world_size))
+
+
+def _init_group(session: Session, store, **env: Any) -> None:
+    """Join the process group through ``store`` (nccl on CUDA, gloo on CPU) and export the
+    rank variables DeepSpeed reads (plus ``env``)."""
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(_device(session))
     dist.init_process_group(backend, store=store, rank=session.rank, world_size=session.world_size)
-    for key, value in (("RANK", session.rank), ("WORLD_SIZE", session.world_size),
-                       ("LOCAL_RANK", session.local_rank)):
+    for key, value in {"RANK": session.rank, "WORLD_SIZE": session.world_size,
+                       "LOCAL_RANK": session.local_rank, **env}.items():
         os.environ[key] = str(value)
 
 
@@ -254,7 +252,6 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
     ds_cfg = deepspeed_config(spec, cuda=device.type == "cuda")
 
     def build_engine():
-        torch.manual_seed(train_cfg["seed"])
         model = work.build_model()
         engine, optimizer, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                                        config=ds_cfg)
@@ -278,7 +275,8 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
         if _any_rank(refused is not None, device):
             refused = refused or "unreadable on another rank"
             log.warning("checkpoint refused (%s); starting from step 0", refused)
-            model, engine, optimizer = build_engine()  # a half-loaded engine is not trusted
+            torch.manual_seed(train_cfg["seed"])  # a half-loaded engine is not trusted: a new one
+            model, engine, optimizer = build_engine()
             start_step = 0
         elif ckpt is not None:
             log.info("resumed from checkpoint at step %d", start_step)

@@ -10,6 +10,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -76,3 +77,20 @@ def read_json(path: Path) -> dict:
 
 def finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def run_step(sweep: Path, name: str | None = None) -> int:
+    """The step on record of the run called ``name`` (the first run if None); 0 until it starts."""
+    for path in sorted(sweep.glob("runs/*/status.json")):
+        if name is None or (read_json(path.parent / "spec.json") or {}).get("name") == name:
+            return int((read_json(path) or {}).get("step") or 0)
+    return 0
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

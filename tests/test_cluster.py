@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep_helpers import REPO, read_json, tiny_job
+from sweep_helpers import REPO, read_json, run_step, tiny_job, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -79,15 +79,6 @@ def train_steps(run_dir: Path) -> list[int]:
     return [r["step"] for r in map(json.loads, lines) if r["kind"] == "train"]
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_runs_span_nodes_two_at_once_and_resubmission_skips(cluster, tmp_path):
     for _ in range(4):
         add_worker(cluster)
@@ -131,10 +122,7 @@ def test_node_lost_and_back_resumes_without_gap(cluster, tmp_path):
                env={"DEQBENCH_FAULTS": json.dumps(faults)}, wait=False)
     sweep = tmp_path / "results" / "lost"
     try:
-        def past_checkpoint() -> bool:
-            runs = list((sweep / "runs").glob("*/status.json")) if sweep.exists() else []
-            return bool(runs) and int(read_json(runs[0]).get("step") or 0) >= 10
-        wait_for(past_checkpoint, 300, "the run to pass step 10")
+        wait_for(lambda: run_step(sweep) >= 10, 300, "the run to pass step 10")
         t_lost = time.monotonic()
         cluster.remove_node(workers[1])
         time.sleep(8)
@@ -171,13 +159,7 @@ def test_node_lost_for_good_fails_after_timeout_and_sweep_goes_on(cluster, tmp_p
                env={"DEQBENCH_FAULTS": json.dumps(faults)}, wait=False)
     sweep = tmp_path / "results" / "gone"
     try:
-        def wide_running() -> bool:
-            for path in (sweep / "runs").glob("*/status.json") if sweep.exists() else []:
-                st, sp = read_json(path), read_json(path.parent / "spec.json")
-                if sp["name"] == "wide" and int(st.get("step") or 0) >= 6:
-                    return True
-            return False
-        wait_for(wide_running, 300, "the wide run to pass step 6")
+        wait_for(lambda: run_step(sweep, "wide") >= 6, 300, "the wide run to pass step 6")
         cluster.remove_node(workers[1])
         t_lost = time.monotonic()
         out, _ = proc.communicate(timeout=600)

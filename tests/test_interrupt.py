@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sweep_helpers import read_json, submit, tiny_job
+from sweep_helpers import read_json, run_step, submit, tiny_job, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -22,14 +22,7 @@ def test_ctrl_c_stops_runs_and_resubmission_resumes(tmp_path):
     proc = submit(job, tmp_path, env=env, wait=False)
     sweep = tmp_path / "results" / "sigint"
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            statuses = list((sweep / "runs").glob("*/status.json")) if sweep.exists() else []
-            if statuses and int(read_json(statuses[0]).get("step") or 0) >= 10:
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError("the run did not reach step 10")
+        wait_for(lambda: run_step(sweep) >= 10, 300, "the run to reach step 10")
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
         out, _ = proc.communicate(timeout=60)
@@ -66,15 +59,9 @@ def test_run_folder_deleted_mid_sweep_fails_that_run_only(tmp_path):
     proc = submit(job, tmp_path, env={"DEQBENCH_FAULTS": json.dumps(faults)}, wait=False)
     sweep = tmp_path / "results" / "rmrun"
     try:
-        deadline = time.monotonic() + 300
-        victim = None
-        while time.monotonic() < deadline and victim is None:
-            for path in (sweep / "runs").glob("*/status.json") if sweep.exists() else []:
-                if read_json(path.parent / "spec.json").get("name") == "weight_tied2" \
-                        and int(read_json(path).get("step") or 0) >= 6:
-                    victim = path.parent
-            time.sleep(0.3)
-        assert victim is not None, "the first run did not reach step 6"
+        wait_for(lambda: run_step(sweep, "weight_tied2") >= 6, 300, "the first run to reach step 6")
+        victim = next(d for d in (sweep / "runs").iterdir()
+                      if read_json(d / "spec.json")["name"] == "weight_tied2")
         shutil.rmtree(victim)
         out, _ = proc.communicate(timeout=600)
     finally:
