@@ -1,13 +1,15 @@
 """deqbench harness: job files -> Ray -> DeepSpeed -> records -> reports.
 
-Modules, one responsibility each (see DESIGN.md and docs/records.md):
+Folders by role (docs/design.md is the map; docs/records.md the on-disk contract):
 
-- ``config``  parse and validate job files, expand the grid into run specs
-- ``data``    corpora, batching, copy memory, the synthetic corpus
-- ``train``   the per-worker training function (also runs without Ray)
-- ``metrics`` measurement shared by every model
-- ``results`` durable per-run records and the pandas loader
-- ``report``  records -> reports/<sweep>/
-- ``status``  records -> a status table
-- ``submit``  the command line: ``python -m harness.submit jobs/<sweep>.yaml``
+- ``sweep``    the driver: job files, checks, ``submit``, ``launch``
+- ``run``      one run on one worker: the per-worker function, workload, measurement
+- ``records``  the only code that reads or writes a run's files
+- ``watch``    status table and live progress, from the records
+- ``report``   records -> ``reports/<sweep>/`` (the comparison report)
+- ``data``     corpora, batching, copy memory, the synthetic corpus, downloads
+
+Command lines: ``python -m harness.submit`` (a sweep), ``python -m harness.train`` (one run
+without Ray), ``python -m harness.status``, ``python -m harness.report``,
+``python -m harness.data.fetch``.
 """

@@ -1,4 +1,4 @@
-"""Realistic sweep records for tests, written with harness.results' own writers.
+"""Realistic sweep records for tests, written with harness.records' own writers.
 
 ``write_fixture_sweep(root)`` lays out ``root/<name>/`` exactly as a real sweep would
 (docs/records.md): sweep.json, job.yaml and per run spec/status/metrics/summary/env.
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from harness.results import SweepStore
+from harness.records import SweepStore
 
 STRATEGIES = ("explicit", "weight_tied", "checkpointed", "neural_ode", "deq")
 FAILED_REASON = "FloatingPointError: non-finite loss at step 12 (rank 1)"
@@ -192,7 +192,7 @@ def write_fixture_sweep(root: str | Path, *, name: str = "fixture", strategies: 
                         pending: Sequence[tuple[str, int, int]] = (), drop: Sequence[str] = ()) -> FixtureSweep:
     """Write a sweep of ``tasks x strategies x depths x seeds`` under ``root/name``.
 
-    The grid is what harness.config writes: a ``model.depth`` axis of depth blocks, a ``seed``
+    The grid is what harness.sweep.config writes: a ``model.depth`` axis of depth blocks, a ``seed``
     axis and, with several ``tasks`` (e.g. ``("lm", "copy")`` like jobs/quickstart.yaml), a
     ``cases`` axis. ``failed``/``running``/``pending`` name (strategy, depth, seed) runs that did
     not finish (in every task); ``drop`` lists summary fields to leave out (e.g.

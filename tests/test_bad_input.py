@@ -6,7 +6,7 @@ allowed>``, exit code 2, no traceback, and nothing written (no results/ or repor
 no sweep folder, no generated data).
 
 Each bad job file is ``jobs/quickstart.yaml`` changed in one place. Most cases call
-``harness.submit.main`` in this process (fast: the heavy imports happen once); a few run
+``harness.sweep.submit.main`` in this process (fast: the heavy imports happen once); a few run
 the real command in a subprocess to show that it behaves the same. If a case were wrongly
 accepted, the in-process runner stops it before Ray starts (``start_ray`` is replaced by a
 function that fails the test). The cluster-resources case needs a real (embedded) Ray and
@@ -29,9 +29,9 @@ import yaml
 # of the moment it is first imported, and a test's capture stream is closed afterwards.
 import deepspeed  # noqa: F401
 
-import harness.dsops
-import harness.submit
-from harness.submit import main
+import harness.run.dsops
+import harness.sweep.submit
+from harness.sweep.submit import main
 
 REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = REPO / "jobs" / "quickstart.yaml"
@@ -89,8 +89,8 @@ def run_cli(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.M
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the bad input was accepted: harness.submit tried to start Ray")
 
-    monkeypatch.setattr(harness.submit, "start_ray", refuse)
-    monkeypatch.setattr(harness.dsops, "prebuild_cpu_ops", lambda *a, **k: None)
+    monkeypatch.setattr(harness.sweep.submit, "start_ray", refuse)
+    monkeypatch.setattr(harness.run.dsops, "prebuild_cpu_ops", lambda *a, **k: None)
 
     def run(job: Path, *extra: str) -> tuple[int, str]:
         capsys.readouterr()

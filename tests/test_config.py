@@ -1,4 +1,4 @@
-"""Unit tests of the job-file layer: harness.config, harness.dsconfig and the pre-run checks.
+"""Unit tests of the job-file layer: harness.sweep.config, harness.run.dsconfig and the pre-run checks.
 
 Every job file here is derived from ``jobs/quickstart.yaml`` (the README's sweep), changed
 in one place and written to a temporary folder, so a test shows exactly what one key does:
@@ -24,10 +24,10 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from harness import checks
-from harness.checks import MIN_FREE_BYTES, check_output_dir, check_resources
-from harness.config import JobFile, JobFileError, expand_grid, load_job_file
-from harness.dsconfig import deepspeed_config, validate_deepspeed
+from harness.sweep import checks
+from harness.sweep.checks import MIN_FREE_BYTES, check_output_dir, check_resources
+from harness.sweep.config import JobFile, JobFileError, expand_grid, load_job_file
+from harness.run.dsconfig import deepspeed_config, validate_deepspeed
 
 REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = REPO / "jobs" / "quickstart.yaml"

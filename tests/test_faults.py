@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from harness.results import load_sweep
+from harness.records import load_sweep
 from sweep_helpers import REPO, read_json, submit, tiny_job
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from harness.results import load_metrics, load_sweep
+from harness.records import load_metrics, load_sweep
 from sweep_helpers import (COMMON_METRICS, DEQ_METRICS, LM_METRICS, finite, read_json, submit,
                            tiny_job)
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import checks
-from harness.config import expand_grid, load_job_file
+from harness.sweep import checks
+from harness.sweep.config import expand_grid, load_job_file
 
 JOBS = sorted((Path(__file__).resolve().parent.parent / "jobs").glob("*.yaml"))
 

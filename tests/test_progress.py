@@ -1,4 +1,4 @@
-"""harness.progress: plain log lines off a terminal, a rich Live view on one, cheap re-reads."""
+"""harness.watch.progress: plain log lines off a terminal, a rich Live view on one, cheap re-reads."""
 from __future__ import annotations
 
 import io
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness.progress import MetricsTail, SweepProgress
-from harness.results import SweepStore
+from harness.watch.progress import MetricsTail, SweepProgress
+from harness.records import SweepStore
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 IDS = ["a1b2c3d4e5", "b2c3d4e5f6", "c3d4e5f6a7"]

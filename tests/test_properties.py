@@ -1,7 +1,7 @@
 """Property tests of the bad-input rule: for EVERY job file, the checks either accept it or
 reject it with one :class:`JobFileError` line; no other exception escapes.
 
-The checked sequence is the one of ``harness.submit.prepare``: ``load_job_file``,
+The checked sequence is the one of ``harness.sweep.submit.prepare``: ``load_job_file``,
 ``expand_grid``, ``checks.check_models``, ``checks.check_deepspeed``, ``checks.check_data``.
 Job files come from two generators (hypothesis):
 
@@ -49,8 +49,8 @@ from hypothesis import strategies as st
 # of the moment it is first imported, and a test's capture stream is closed afterwards.
 import deepspeed  # noqa: F401
 
-from harness import checks
-from harness.config import JobFileError, expand_grid, load_job_file
+from harness.sweep import checks
+from harness.sweep.config import JobFileError, expand_grid, load_job_file
 
 REPO = Path(__file__).resolve().parent.parent
 JOBS = {p.stem: p for p in sorted((REPO / "jobs").glob("*.yaml"))}
@@ -69,7 +69,7 @@ PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 # ----------------------------------------------------------------------------- the property
 
 def _expand(job, path: Path, base_dir: Path) -> list[dict]:
-    if "base_dir" in inspect.signature(expand_grid).parameters:  # as harness.submit.prepare calls it
+    if "base_dir" in inspect.signature(expand_grid).parameters:  # as harness.sweep.submit.prepare calls it
         return expand_grid(job, path, base_dir=base_dir)
     return expand_grid(job, path)
 

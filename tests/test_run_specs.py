@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import JobFileError, expand_grid, load_job_file
-from harness.overrides import apply_overrides, parse_override
+from harness.sweep.config import JobFileError, expand_grid, load_job_file
+from harness.sweep.overrides import apply_overrides, parse_override
 from sweep_helpers import REPO
 
 QUICKSTART = REPO / "jobs" / "quickstart.yaml"
@@ -141,7 +141,7 @@ def test_run_names_unique_for_any_grid(tmp_path):
 
 
 def test_worker_path_check_names_the_node_and_the_path(tmp_path):
-    from harness.train import WorkerPathError, check_worker_paths
+    from harness.run.worker import WorkerPathError, check_worker_paths
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness.results import SweepStore
-from harness.status import (NotASweepFolder, format_duration, format_reason, latest_records, main,
+from harness.records import SweepStore
+from harness.watch.status import (NotASweepFolder, format_duration, format_reason, latest_records, main,
                             render_status, status_rows)
 
 REPO = Path(__file__).resolve().parents[1]

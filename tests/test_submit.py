@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.config import expand_grid, load_job_file
-from harness.results import SweepStore
-from harness.submit import open_sweep, runs_to_do
+from harness.sweep.config import expand_grid, load_job_file
+from harness.records import SweepStore
+from harness.sweep.submit import open_sweep, runs_to_do
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "jobs" / "quickstart.yaml"
 

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from harness.results import RunRecord
+from harness.records import RunRecord
 from sweep_helpers import COMMON_METRICS, DEQ_METRICS, LM_METRICS, REPO, finite, tiny_job
 
 

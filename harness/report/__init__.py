@@ -13,7 +13,7 @@ or from Python (``harness.submit`` does this at the end of a sweep)::
     from harness.report import write_report
     write_report("results/quickstart")            # -> Path("reports/quickstart")
 
-Reports are built from the records alone (through ``harness.results``), never by
+Reports are built from the records alone (through ``harness.records``), never by
 rerunning; regenerating gives the same files apart from the generation timestamp.
 
 Modules: ``data`` (reading), ``tables`` (numbers), ``figures`` (matplotlib), ``content``

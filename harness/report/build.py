@@ -26,7 +26,7 @@ from harness.report.figures import FIGURE_BUILDERS, build_figures
 from harness.report.html import render_html
 from harness.report.markdown import render_markdown
 from harness.report.tables import choose_baseline, display_tables, model_frame, summary_frame
-from harness.results import utc_now
+from harness.records import utc_now
 
 
 def _atomic_write(path: Path, data: bytes | str) -> None:

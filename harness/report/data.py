@@ -1,7 +1,7 @@
-"""Everything a report needs from a sweep's records, read once through harness.results.
+"""Everything a report needs from a sweep's records, read once through harness.records.
 
 ``load_report_data(sweep_dir)`` returns a :class:`SweepData`: the run table of
-``harness.results.load_sweep`` with a few derived columns, the per-step metrics of
+``harness.records.load_sweep`` with a few derived columns, the per-step metrics of
 ``load_metrics``, the job text, ``sweep.json`` and every run's ``env.json``.
 
 Derived run columns (filled from the summary, else from the spec, so failed and
@@ -23,7 +23,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from harness.results import SweepStore, load_metrics, load_sweep
+from harness.records import SweepStore, load_metrics, load_sweep
 
 # Display order of the depth strategies (unknown ones follow, alphabetically).
 STRATEGY_ORDER = ("explicit", "weight_tied", "checkpointed", "neural_ode", "deq")

@@ -19,7 +19,7 @@ A job file (YAML, read with the safe loader) describes one sweep::
 
 A relative ``data.data_dir`` is taken from the folder the command runs in (not the job
 file's folder), and stored absolute in every run spec; ``--set KEY=VALUE`` on the command
-line changes a value before validation (``harness.overrides``).
+line changes a value before validation (``harness.sweep.overrides``).
 
 Everything is checked before anything runs: structure and types with pydantic, the model
 block by building each run's model on the ``meta`` device (no memory, no time), the
@@ -361,7 +361,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_job_file(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> tuple[JobFile, str]:
     """Read and validate a job file; returns the parsed job and its verbatim text.
 
-    ``overrides`` are ``--set KEY=VALUE`` items (``harness.overrides``), applied to the parsed
+    ``overrides`` are ``--set KEY=VALUE`` items (``harness.sweep.overrides``), applied to the parsed
     file before validation, so an overridden value is checked exactly like a written one.
     """
     path = Path(path)
@@ -394,7 +394,7 @@ def load_job_file(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     if not isinstance(raw, dict):
         raise JobFileError(path, "", f"the top level must be a mapping of keys, got {type(raw).__name__}")
     if overrides:
-        from harness.overrides import apply_overrides
+        from harness.sweep.overrides import apply_overrides
 
         apply_overrides(raw, overrides, path)
     try:

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from harness.results import RunRecord, SweepStore
-from harness.status import (STATE_STYLES, format_duration, format_number, format_reason, format_val,
+from harness.records import RunRecord, SweepStore
+from harness.watch.status import (STATE_STYLES, format_duration, format_number, format_reason, format_val,
                             latest_records, run_row)
 
 __all__ = ["SweepProgress", "MetricsTail"]
@@ -47,7 +47,7 @@ SHOWN_ORDER = ("finished", "running", "failed", "pending")
 class MetricsTail:
     """The latest record of each kind in one metrics.jsonl, read incrementally.
 
-    The first :meth:`poll` reads the file from its end (:func:`harness.status.latest_records`);
+    The first :meth:`poll` reads the file from its end (:func:`harness.watch.status.latest_records`);
     later polls read only the complete lines appended since. A file rewritten on resume
     (new inode, or shorter than what was read) is read afresh.
     """

@@ -8,7 +8,7 @@
 - the output folders: writable, with free space;
 - the resources of a run against the nodes of the Ray cluster.
 
-Each failure is a :class:`harness.config.JobFileError`: one line naming the file, the key
+Each failure is a :class:`harness.sweep.config.JobFileError`: one line naming the file, the key
 path, the bad value and what is allowed.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from harness.config import JobFileError, _short
+from harness.sweep.config import JobFileError, _short
 
 MIN_FREE_BYTES = 200 * 2 ** 20
 # Parameters of one run's model: 10^10 fp32 weights are 40 GB before gradients and optimizer
@@ -81,7 +81,7 @@ def check_models(runs: list[dict], file: str | Path) -> dict[str, dict]:
 
 
 def check_deepspeed(runs: list[dict], file: str | Path) -> None:
-    from harness.dsconfig import validate_deepspeed
+    from harness.run.dsconfig import validate_deepspeed
 
     for spec in runs:
         try:

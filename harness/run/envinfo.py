@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.results import utc_now
+from harness.records import utc_now
 
 _REPO = Path(__file__).resolve().parent.parent
 # Set by harness.submit where the user submits, and passed to every worker: a worker's copy

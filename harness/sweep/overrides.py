@@ -20,12 +20,12 @@ from typing import Any, Iterable
 
 import yaml
 
-from harness.config import JobFileError
+from harness.sweep.config import JobFileError
 
 
 def parse_override(item: str, file: str | Path) -> tuple[str, Any]:
     """``"train.steps=4"`` -> ``("train.steps", 4)``; a one-line JobFileError otherwise."""
-    from harness.config import _UniqueKeyLoader
+    from harness.sweep.config import _UniqueKeyLoader
 
     key, sep, text = item.partition("=")
     key = key.strip()

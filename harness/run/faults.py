@@ -23,6 +23,8 @@ import signal
 import time
 from pathlib import Path
 
+from harness.records import RunRecord
+
 KINDS = ("kill", "nan", "slow")
 
 
@@ -47,9 +49,7 @@ def before_step(faults: list[dict], step: int, run_dir: Path) -> bool:
         if fault["kind"] == "nan":
             poison = True
         elif fault["kind"] == "kill":
-            marker = run_dir / f".fault-kill-r{fault.get('rank', 0)}-s{step}"
-            if not marker.exists():
-                marker.write_text("fired\n")
+            if RunRecord(run_dir).claim_marker(f".fault-kill-r{fault.get('rank', 0)}-s{step}"):
                 time.sleep(float(fault.get("delay_s", 0)))
                 os.kill(os.getpid(), signal.SIGKILL)
     return poison

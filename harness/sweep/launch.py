@@ -2,9 +2,9 @@
 
 Every trainer is Ray Train's data-parallel trainer without Ray's torch backend; the workers
 form their process group themselves (gloo on CPU, nccl on CUDA). On the embedded single-node
-Ray they meet through a file (``harness.train._file_rendezvous``), so no port opens at all;
+Ray they meet through a file (``harness.run.worker._file_rendezvous``), so no port opens at all;
 on a cluster joined with ``--address`` rank 0 opens torch's TCP store on its node's own
-address only, never on every interface (``harness.train._tcp_rendezvous``).
+address only, never on every interface (``harness.run.worker._tcp_rendezvous``).
 
 The tasks ask for no CPU themselves; each trainer's workers ask for the run's resources,
 so Ray's own scheduler decides how many runs fit at once (``resources.max_concurrent_runs``
@@ -23,8 +23,8 @@ import os
 import sys
 from pathlib import Path
 
-from harness.results import SweepStore
-from harness.session import describe_exception
+from harness.records import SweepStore
+from harness.run.session import describe_exception
 
 
 def _fit_run(spec: dict, run_dir: str, single_node: bool) -> str:
@@ -33,9 +33,9 @@ def _fit_run(spec: dict, run_dir: str, single_node: bool) -> str:
     from ray.train.backend import BackendConfig
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    from harness.results import RunRecord
-    from harness.session import record_callback
-    from harness.train import train_worker
+    from harness.records import RunRecord
+    from harness.run.session import record_callback
+    from harness.run.worker import train_worker
 
     record = RunRecord(run_dir)
     res = spec["resources"]
@@ -127,7 +127,7 @@ def concurrency_limit(cluster: dict, runs: list[dict]) -> int:
 
 def run_all(ray, store: SweepStore, runs: list[dict], *, single_node: bool = False) -> None:
     """Start every run (at most ``max_concurrent_runs`` at once) and wait for all of them."""
-    from harness.progress import SweepProgress
+    from harness.watch.progress import SweepProgress
 
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -1,4 +1,4 @@
-"""Durable records of a sweep: the only module that reads or writes them.
+"""Durable records of a sweep: the only code that reads or writes a run's files.
 
 The layout is documented in docs/records.md. In short::
 
@@ -17,6 +17,7 @@ flattened); ``load_metrics`` returns every run's per-step records.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import json
 import math
 import os
@@ -127,6 +128,47 @@ class RunRecord:
     def log_dir(self) -> Path:
         return self.dir / "logs"
 
+    def log_handler(self, rank: int) -> logging.Handler:
+        """A logging handler that writes ``logs/rank<rank>.log`` (stderr if the folder cannot
+        be made: a log is never a reason for a run to fail)."""
+        import sys
+
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            return logging.FileHandler(self.log_dir / f"rank{rank}.log")
+        except OSError:
+            return logging.StreamHandler(sys.stderr)
+
+    # checkpoints of a run trained without Ray (Ray Train keeps its own under its storage)
+    def local_checkpoint(self) -> Path | None:
+        path = self.checkpoint_dir / "local"
+        return path if path.is_dir() else None
+
+    def store_local_checkpoint(self, source: str | Path) -> None:
+        """Copy the checkpoint folder ``source`` in as the run's latest, atomically: a
+        process killed mid-copy leaves the previous checkpoint in place."""
+        import shutil
+
+        current = self.checkpoint_dir / "local"
+        staging, old = current.with_name("local.new"), current.with_name("local.old")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        shutil.rmtree(old, ignore_errors=True)
+        if current.exists():
+            current.rename(old)
+        staging.rename(current)  # the swap is atomic; 'old' is only a leftover
+        shutil.rmtree(old, ignore_errors=True)
+
+    # fault injection (tests): a marker so that a fault fires once, across restarts
+    def claim_marker(self, name: str) -> bool:
+        """Create the marker file ``name`` in the run folder; False if it already existed."""
+        try:
+            with open(self.dir / name, "x", encoding="utf-8") as fh:
+                fh.write("fired\n")
+        except FileExistsError:
+            return False
+        return True
+
     # spec / env / summary
     def write_spec(self, spec: dict) -> None:
         atomic_write_json(self.dir / "spec.json", spec)
@@ -214,6 +256,19 @@ class SweepStore:
 
     def write_meta(self, meta: dict) -> None:
         atomic_write_json(self.dir / "sweep.json", meta)
+
+    def write_job_text(self, text: str) -> None:
+        """The job file as submitted (``job.yaml``), verbatim."""
+        atomic_write_text(self.dir / "job.yaml", text)
+
+    def archive(self, suffix: str) -> Path | None:
+        """Move the sweep folder aside to ``<name>-<suffix>`` (``--fresh``); returns the new
+        folder, or None when there was nothing to move."""
+        if not self.dir.exists():
+            return None
+        archived = self.dir.with_name(f"{self.dir.name}-{suffix}")
+        self.dir.rename(archived)
+        return archived
 
     def job_text(self) -> str | None:
         try:

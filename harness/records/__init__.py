@@ -1,0 +1,17 @@
+"""The on-disk contract of a sweep (docs/records.md): the only code that reads or writes a
+run's files.
+
+- ``store``: :class:`SweepStore` (``results/<sweep>/``) and :class:`RunRecord`
+  (``runs/<run_id>/``), atomic JSON writes, the pandas loaders :func:`load_sweep` and
+  :func:`load_metrics`. :meth:`RunRecord.set_status` is the one function that moves a run
+  from state to state (pending -> running -> finished | failed; back to pending on Ctrl-C).
+- ``messages``: :func:`apply_message`, a worker's message -> record writes.
+
+Imports nothing else of ``harness``; every other package imports it.
+"""
+from harness.records.messages import apply_message
+from harness.records.store import (STATES, RunRecord, SweepStore, atomic_write_json, atomic_write_text,
+                                   load_metrics, load_sweep, read_json, read_jsonl, utc_now)
+
+__all__ = ["STATES", "RunRecord", "SweepStore", "apply_message", "atomic_write_json", "atomic_write_text",
+           "load_metrics", "load_sweep", "read_json", "read_jsonl", "utc_now"]

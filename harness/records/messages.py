@@ -1,0 +1,60 @@
+"""A worker's message -> a run's records: the one place where a message becomes file writes.
+
+Rank 0 of a run's workers sends messages (``harness.run.session``); every other rank sends
+``{}``. A message is a plain dict, every key optional::
+
+    {"records": [metric dicts],        # appended to metrics.jsonl
+     "status": {"state": ..., "step": ...},   # merged into status.json (state moves here)
+     "summary": {...},                 # summary.json (the run's figures, docs/records.md)
+     "env": {...},                     # env.json; marks the first message of an attempt
+     "failed": "reason",               # the run stopped: status failed with this reason
+     "resumed_from": step}             # drop metrics records after this step (a lost attempt)
+
+Under Ray the driver's Ray Train callback applies each message as it arrives; without Ray
+``LocalSession`` applies it in the worker's own process. Both call :func:`apply_message`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from harness.records.store import RunRecord
+
+
+def apply_message(record: RunRecord, message: dict[str, Any]) -> None:
+    """Write one worker message into a run's records (idempotent for status, append for metrics).
+
+    Attempts are timed here, on the receiving side's clock: an attempt runs from its first
+    message to its last one. ``status.json`` keeps the finished attempts' times
+    (``attempt_times_s``), so the final summary's ``wall_time_s`` covers every attempt of
+    the run, across worker restarts and resubmissions, and ``attempt_wall_s`` lists them.
+    """
+    if not message:
+        return
+    now = time.time()
+    previous = record.read_status()
+    timing: dict[str, Any] = {"attempt_last_report": now}
+    times = list(previous.get("attempt_times_s") or [])  # the finished attempts
+    if message.get("env"):  # the first message of each (re)start of the workers: count the attempt
+        if previous.get("attempt_started") and previous.get("attempt_last_report"):
+            times.append(round(float(previous["attempt_last_report"]) - float(previous["attempt_started"]), 3))
+        timing.update(attempt=int(previous.get("attempt") or 0) + 1, attempt_started=now, attempt_times_s=times)
+    message = {**message, "status": {**(message.get("status") or {}), **timing}}
+    if message.get("summary") and message["summary"].get("wall_time_s") is not None:
+        this = float(message["summary"]["wall_time_s"])  # the worker's own clock for this attempt
+        message["summary"] = {**message["summary"], "attempt_wall_s": times + [this],
+                             "wall_time_s": sum(times) + this, "attempts": len(times) + 1}
+    if message.get("resumed_from") is not None:
+        record.truncate_metrics(int(message["resumed_from"]))
+    if message.get("env"):
+        record.write_env(message["env"])
+    if message.get("records"):
+        record.append_metrics(message["records"])
+    if message.get("summary"):
+        record.write_summary(message["summary"])
+    if message.get("failed"):
+        extra = {k: v for k, v in (message.get("status") or {}).items() if k != "state"}
+        record.set_status("failed", reason=message["failed"], **extra)
+    elif message.get("status"):
+        status = dict(message["status"])
+        record.set_status(status.pop("state", "running"), **status)
