@@ -14,7 +14,9 @@ how depth is realised::
 Config keys (``ModelConfig``): task ("lm" | "copy"), vocab_size, n_classes (copy),
 cell (``CELLS``), d_model, n_head, d_inner, dropout, emb_dropout, max_rel_distance,
 kernel_size, gate, weight_norm, tie_weights, adaptive_softmax {cutoffs, div_value},
-depth {kind (``STRATEGIES``), ...options of that strategy}.
+head (``HEADS``; default from the task), depth {kind (``STRATEGIES``), ...options of that
+strategy; the DEQ's solver_options / backward_solver_options go to its solvers}.
+docs/model_block.md describes every key.
 
 Modules: config (validation), layers, cells, depth (weight_tied, checkpointed,
 explicit), deq, ode (neural_ode), heads, model (DepthModel, ModelOutput), build

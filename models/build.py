@@ -3,7 +3,9 @@
 ``CELLS``, ``STRATEGIES`` and ``HEADS`` are plain dicts name -> class; the harness
 reads their keys to validate job files. Add your own with ``register_cell``,
 ``register_strategy`` or ``register_head`` (a strategy class must name its options
-dataclass, a subclass of ``DepthOptions``, in ``Options``).
+dataclass, a subclass of ``DepthOptions``, in ``Options``); each is then selectable
+from a job file, as ``cell:``, ``depth.kind:`` or ``head:``. Without ``head:`` the head
+is chosen from the task (``head_name``).
 
 ``build_model(config)`` validates a plain dict (or a ``ModelConfig``) and returns a
 ``DepthModel``; bad input raises ValueError naming the key, the value and what is
@@ -52,12 +54,15 @@ def register_strategy(name: str, cls: type[DepthStrategy]) -> None:
 
 
 def register_head(name: str, cls: type[Head]) -> None:
-    """Make ``cls`` (constructor ``cls(cfg, embedding)``) available in ``HEADS``."""
+    """Make ``cls`` (constructor ``cls(cfg, embedding)``) available as ``head: name``."""
     _register(HEADS, "head", name, cls, Head)
 
 
 def head_name(cfg: ModelConfig) -> str:
-    """Which head a config uses: "copy", "adaptive_softmax" or "softmax"."""
+    """Which head a config uses: ``cfg.head`` if set, else "copy" for task copy,
+    "adaptive_softmax" when adaptive_softmax is set, else "softmax"."""
+    if cfg.head is not None:
+        return cfg.head
     if cfg.task == "copy":
         return "copy"
     return "adaptive_softmax" if cfg.adaptive_softmax is not None else "softmax"
@@ -85,6 +90,8 @@ def parse_config(config: Union[dict[str, Any], ModelConfig]) -> ModelConfig:
         raise ValueError(f"model.task: unknown task {cfg.task!r}; allowed: {', '.join(TASKS)}")
     if cfg.cell not in CELLS:
         raise ValueError(f"model.cell: unknown cell {cfg.cell!r}; allowed: {_allowed(CELLS)}")
+    if cfg.head is not None and cfg.head not in HEADS:
+        raise ValueError(f"model.head: unknown head {cfg.head!r}; allowed: {_allowed(HEADS)}")
     if not isinstance(depth, dict) or "kind" not in depth:
         raise ValueError(f"model.depth: expected a mapping with 'kind' (one of {_allowed(STRATEGIES)}), "
                          f"got {depth!r}")
@@ -95,6 +102,7 @@ def parse_config(config: Union[dict[str, Any], ModelConfig]) -> ModelConfig:
     cfg = ModelConfig(**{**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "depth": options})
     cfg.check()
     CELLS[cfg.cell].check_config(cfg)
+    HEADS[head_name(cfg)].check_config(cfg)
     options.check()
     return cfg
 

@@ -7,11 +7,13 @@ A model is described by one flat dict plus a nested ``depth`` dict, e.g.::
      "depth": {"kind": "deq", "max_iter": 30, "tol": 1e-3}}
 
 ``ModelConfig`` holds the flat part; ``depth`` becomes the options dataclass of the
-chosen depth strategy (each strategy declares its own, see ``models.depth``).
+chosen depth strategy (each strategy declares its own, see ``models.depth``). A
+mapping-valued option (the DEQ's ``solver_options``) is annotated ``FrozenOptions``: a
+mapping of option names to scalars, stored read-only so the options stay hashable.
 ``parse_dataclass`` does the checking for both: unknown keys, wrong types and bad
 values raise ``ValueError`` with a one-line message naming the key, the value and
-what is allowed. Names that are chosen from a registry (cell, depth kind) are checked
-by ``models.build`` against the live registries.
+what is allowed. Names that are chosen from a registry (cell, depth kind, head) are
+checked by ``models.build`` against the live registries.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Optional, TypeVar
+from typing import Any, NoReturn, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -35,6 +38,27 @@ MAX_CUTOFFS = 32
 MAX_LAYERS = 1_024  # cells of a stack (explicit: each with its own weights), warm-up depth
 MAX_ITER = 10_000  # solver iterations, ODE steps
 MAX_STEPS = 10_000_000  # training-step counts and frequencies
+
+
+class FrozenOptions(dict):
+    """A read-only dict of option name -> scalar (None, bool, int, float, str).
+
+    Hashable (from its items) and equal to a plain dict with the same items, so a frozen
+    options dataclass holding one stays hashable and comparable; it pickles and copies
+    like a dict, and ``dict(options)`` gives a mutable copy.
+    """
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("FrozenOptions is read-only; build a new one from a dict instead")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _read_only  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (dict(self),))
 
 
 @dataclass(frozen=True)
@@ -61,7 +85,8 @@ class ModelConfig:
 
     Cell options that a cell does not use are ignored by it (``n_head``/``d_inner``/
     ``max_rel_distance`` belong to the transformer cell, ``kernel_size``/``gate`` to
-    the trellisnet cell).
+    the trellisnet cell). ``head`` names a head of ``models.build.HEADS``; None (the
+    default) picks it from the task, see ``models.build.head_name``.
     """
 
     task: str = "lm"  # "lm" (next-token prediction) or "copy" (copy-memory classifier)
@@ -79,6 +104,7 @@ class ModelConfig:
     weight_norm: bool = False  # weight-normalise the cell's Linear / Conv1d layers
     tie_weights: bool = True  # lm with full softmax: output layer shares the token embedding
     adaptive_softmax: Optional[AdaptiveSoftmaxConfig] = None
+    head: Optional[str] = None  # a name in models.build.HEADS; None: chosen from task / adaptive_softmax
     depth: DepthOptions = field(default_factory=DepthOptions)
 
     @property
@@ -171,6 +197,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where}: expected a list, got {value!r}")
         return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is FrozenOptions:
+        return _coerce_options(value, where)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -200,6 +228,33 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any or tp is DepthOptions:  # DepthOptions is filled in by models.build
         return value
     raise TypeError(f"{where}: unsupported annotation {_type_name(tp)}")  # programming error
+
+
+def coerce_value(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked against the annotation ``tp`` as a job-file value at key path ``where``
+    (ValueError naming it); TypeError when ``tp`` is an annotation this module does not handle."""
+    return _coerce(value, tp, where)
+
+
+def _check_scalar(value: Any, where: str) -> None:
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        return
+    raise ValueError(f"{where}: expected a number, a string, true/false or null, got {_short(value)}")
+
+
+def _coerce_options(value: Any, where: str) -> FrozenOptions:
+    """A mapping of option names to scalars, as a ``FrozenOptions``."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: expected a mapping of option names to values, got {_short(value)}")
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"{where}: option names must be non-empty strings, got {key!r}")
+        _check_scalar(item, f"{where}.{key}")
+    return value if isinstance(value, FrozenOptions) else FrozenOptions(value)
 
 
 def parse_dataclass(cls: type[T], data: Any, where: str, skip: tuple[str, ...] = ()) -> T:

@@ -8,13 +8,25 @@ for backward is one cell's worth, whatever the number of solver iterations.
 Options (keyword names follow torchdeq / solvers.equilibrium):
 ``solver``, ``max_iter``, ``tol``, ``stop_mode``; ``backward_solver``,
 ``backward_max_iter``, ``backward_tol``, ``backward_stop_mode`` (default: stop_mode);
-``grad`` ("ift", "phantom", "unroll") with ``grad_steps`` and ``tau`` (phantom damping);
+``solver_options`` / ``backward_solver_options``: the extra keyword options of the forward
+/ backward (adjoint) solver, e.g. ``{memory: 8, memory_policy: restart}`` for Broyden or
+``{m: 5, lam: 1e-4}`` for Anderson (``solver_kwargs`` / ``backward_solver_kwargs`` of
+``equilibrium``); ``grad`` ("ift", "phantom", "unroll") with ``grad_steps`` and ``tau``
+(phantom damping; not the solvers' own ``tau``, which goes in ``solver_options``);
 ``pretrain_steps``/``pretrain_depth``: while the global step (``set_step``) is below
 ``pretrain_steps`` the model runs, in training and in eval, as a weight-tied stack of
 ``pretrain_depth`` cells (the DEQ paper's warm-up), then switches to the equilibrium;
 ``jac_reg``/``jac_reg_freq``: in training, every ``jac_reg_freq`` steps add
 ``jac_reg`` * (Hutchinson estimate of ||d cell / d z||_F^2 at z*) to the loss
 (Bai, Koltun, Kolter 2021); this costs one extra cell evaluation, counted in nfe.
+
+Solver names are those of ``solvers.SOLVERS`` (a solver registered there is selectable).
+The solver options are checked against the chosen solver's signature: unknown names
+(with a close match suggested), names the DEQ sets itself (f, z0, max_iter, tol,
+stop_mode: use the depth block's own keys), types (from the annotation, else the
+default's type) and, for the built-in solvers, value ranges (``solvers.option_problem``).
+A solver taking ``**kwargs`` accepts any name. The options are stored as
+``FrozenOptions`` (a read-only dict), so ``DEQOptions`` stays hashable.
 
 Statistics: ``nfe`` (forward cell evaluations: solver steps plus the evaluations
 that build the differentiable output), ``fwd_nstep``, ``fwd_abs_res_mean/max``,
@@ -25,26 +37,25 @@ only ``nfe`` and ``deq_pretrain`` = 1. ``backward_stats()`` after loss.backward(
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+import difflib
+import inspect
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import torch
 
-from solvers import equilibrium, jacobian_frobenius_loss
+from solvers import SOLVERS, equilibrium, jacobian_frobenius_loss, option_problem
 
-from .config import MAX_ITER, MAX_LAYERS, MAX_STEPS, DepthOptions
+from .config import MAX_ITER, MAX_LAYERS, MAX_STEPS, DepthOptions, FrozenOptions, coerce_value
 from .depth import CellFactory, DepthResult, DepthStrategy, apply_cell_repeatedly
 
-SOLVER_NAMES = ("broyden", "anderson", "fixed_point_iter")
 GRAD_MODES = ("ift", "phantom", "unroll")
 STOP_MODES = ("rel", "abs")
-
-
-def _known_solvers() -> tuple[str, ...]:
-    import solvers
-
-    registry = getattr(solvers, "SOLVERS", None)
-    return tuple(registry) if isinstance(registry, dict) else SOLVER_NAMES
+SET_BY_DEPTH_BLOCK = ("max_iter", "tol", "stop_mode")  # equilibrium passes these to every solve
+SET_BY_DEQ = ("f", "z0", "x0")  # the map and the start (z0 = 0), passed positionally
+_PLAIN_TYPES = (bool, int, float, str)
 
 
 @dataclass(frozen=True)
@@ -53,10 +64,12 @@ class DEQOptions(DepthOptions):
     max_iter: int = 30
     tol: float = 1e-3
     stop_mode: str = "rel"
+    solver_options: FrozenOptions = field(default_factory=FrozenOptions)
     backward_solver: str = "broyden"
     backward_max_iter: int = 35
     backward_tol: float = 1e-6
     backward_stop_mode: Optional[str] = None  # None: same as stop_mode
+    backward_solver_options: FrozenOptions = field(default_factory=FrozenOptions)
     grad: str = "ift"
     grad_steps: int = 5
     tau: float = 1.0
@@ -65,12 +78,21 @@ class DEQOptions(DepthOptions):
     jac_reg: float = 0.0
     jac_reg_freq: int = 1
 
+    def __post_init__(self) -> None:
+        for key in ("solver_options", "backward_solver_options"):  # a plain dict given directly
+            value = getattr(self, key)
+            if isinstance(value, Mapping) and not isinstance(value, FrozenOptions):
+                object.__setattr__(self, key, FrozenOptions(value))
+
     def check(self) -> None:
-        known = _known_solvers()
+        known = tuple(SOLVERS)
         for key in ("solver", "backward_solver"):
             if getattr(self, key) not in known:
                 raise ValueError(f"model.depth.{key}: unknown solver {getattr(self, key)!r}; "
                                  f"allowed: {', '.join(known)}")
+        check_solver_options("solver_options", self.solver, self.solver_options, "")
+        check_solver_options("backward_solver_options", self.backward_solver,
+                             self.backward_solver_options, "backward_")
         if self.grad not in GRAD_MODES:
             raise ValueError(f"model.depth.grad: unknown mode {self.grad!r}; "
                              f"allowed: {', '.join(GRAD_MODES)}")
@@ -92,6 +114,86 @@ class DEQOptions(DepthOptions):
             raise ValueError(f"model.depth.pretrain_steps: must be in [0, {MAX_STEPS}], got {self.pretrain_steps}")
         if self.jac_reg < 0:
             raise ValueError(f"model.depth.jac_reg: must be >= 0, got {self.jac_reg}")
+
+
+@dataclass(frozen=True)
+class SolverOptionSpec:
+    """What a solver accepts besides (f, z0) and the options the DEQ sets: option name ->
+    inspect.Parameter, the positional names, and whether it takes any name (**kwargs)."""
+
+    options: dict[str, inspect.Parameter]
+    positional: tuple[str, ...]
+    any_name: bool
+
+
+def solver_option_spec(fn: Callable[..., Any]) -> SolverOptionSpec:
+    """The extra options of solver ``fn``, read from its signature (an unreadable signature
+    accepts anything)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return SolverOptionSpec({}, (), True)
+    positional_kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = tuple(p.name for p in params if p.kind in positional_kinds)[:2]  # solver(f, z0, ...)
+    options = {p.name: p for p in params
+               if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+               and p.name not in positional and p.name not in SET_BY_DEPTH_BLOCK}
+    any_name = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    return SolverOptionSpec(options, positional, any_name)
+
+
+def _option_type(fn: Callable[..., Any], param: inspect.Parameter) -> Any:
+    """The annotation of ``param`` (resolved), else the type of its default, else None."""
+    try:
+        hint = typing.get_type_hints(fn).get(param.name)
+    except Exception:  # unresolvable annotations, callables without __annotations__
+        hint = None
+    if hint is not None and hint is not Any:
+        return hint
+    default = param.default
+    return type(default) if type(default) in _PLAIN_TYPES else None
+
+
+def _check_option_value(where: str, solver: str, fn: Callable[..., Any], param: inspect.Parameter,
+                        value: Any) -> None:
+    tp = _option_type(fn, param)
+    if tp is not None:
+        try:
+            coerce_value(value, tp, where)
+        except TypeError:  # an annotation the config coercer does not handle: try the default's type
+            default_tp = type(param.default)
+            if default_tp in _PLAIN_TYPES:
+                coerce_value(value, default_tp, where)
+    problem = option_problem(solver, param.name, value)
+    if problem:
+        raise ValueError(f"{where}: {problem} (solver {solver!r})")
+
+
+def check_solver_options(key: str, solver: str, options: Any, prefix: str) -> None:
+    """Check ``model.depth.<key>`` (the extra options of ``solver``, a name in SOLVERS) against
+    the solver's signature; ``prefix`` ("" or "backward_") names the depth keys of that solve."""
+    where = f"model.depth.{key}"
+    options = coerce_value(options, FrozenOptions, where)  # a mapping of names to scalars
+    fn = SOLVERS[solver]
+    spec = solver_option_spec(fn)
+    for name, value in options.items():
+        if name in SET_BY_DEPTH_BLOCK:
+            raise ValueError(f"{where}: option {name!r} is set by the depth block; "
+                             f"use model.depth.{prefix}{name} instead")
+        if name in SET_BY_DEQ or name in spec.positional:
+            raise ValueError(f"{where}: option {name!r} is set by the DEQ itself (the cell map and "
+                             f"the start z0 = 0); it cannot be given")
+        if name in spec.options:
+            _check_option_value(f"{where}.{name}", solver, fn, spec.options[name], value)
+        elif not spec.any_name:
+            close = difflib.get_close_matches(name, list(spec.options), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}: unknown option {name!r} for solver {solver!r}{hint}; "
+                             f"allowed: {', '.join(spec.options) or '(none)'}")
+    missing = [name for name, p in spec.options.items()
+               if p.default is inspect.Parameter.empty and name not in options]
+    if missing:
+        raise ValueError(f"{where}: solver {solver!r} needs option {missing[0]!r}")
 
 
 class DEQ(DepthStrategy):
@@ -123,8 +225,10 @@ class DEQ(DepthStrategy):
 
         z_star, info = equilibrium(
             f, z0, solver=opts.solver, max_iter=opts.max_iter, tol=opts.tol, stop_mode=opts.stop_mode,
+            solver_kwargs=dict(opts.solver_options),
             backward_solver=opts.backward_solver, backward_max_iter=opts.backward_max_iter,
             backward_tol=opts.backward_tol, backward_stop_mode=opts.backward_stop_mode or opts.stop_mode,
+            backward_solver_kwargs=dict(opts.backward_solver_options),
             grad=opts.grad, grad_steps=opts.grad_steps, tau=opts.tau)
         abs_res, rel_res = info["fwd_abs_res"].detach(), info["fwd_rel_res"].detach()
         stats = {

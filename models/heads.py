@@ -7,6 +7,11 @@
 - ``CopyHead`` ("copy"): copy-memory classifier, ``n_classes`` logits per position,
   loss = mean cross-entropy over all positions.
 
+The head is chosen by ``model.head`` (a name in ``models.build.HEADS``; a head added with
+``register_head`` is selectable too), by default "copy" for task copy, "adaptive_softmax"
+when ``adaptive_softmax`` is set, else "softmax". ``Head.check_config(cfg)`` rejects a
+config the head cannot serve (as ``Cell.check_config`` does for cells).
+
 Targets equal to ``IGNORE_INDEX`` (-100, PyTorch's convention) are left out of the
 loss and of the token count. Each head returns a ``HeadOutput`` with the mean NLL
 (``loss``, differentiable), its detached sum and the token count, so evaluation can add
@@ -37,6 +42,10 @@ class HeadOutput:
 class Head(nn.Module):
     """Interface: ``forward(z (B, T, D), targets (B, T)) -> HeadOutput``."""
 
+    @staticmethod
+    def check_config(cfg: ModelConfig) -> None:
+        """Raise ValueError if ``cfg`` cannot build this head."""
+
     def __init__(self, cfg: ModelConfig, embedding: nn.Embedding) -> None:
         super().__init__()
 
@@ -55,6 +64,15 @@ def _cross_entropy_output(logits: torch.Tensor, targets: torch.Tensor) -> HeadOu
 class SoftmaxLMHead(Head):
     """Full softmax over the vocabulary; optionally tied to the token embedding."""
 
+    @staticmethod
+    def check_config(cfg: ModelConfig) -> None:
+        if cfg.tie_weights and cfg.output_size != cfg.vocab_size:
+            raise ValueError(f"model.tie_weights: head 'softmax' ties its output matrix to the embedding, "
+                             f"which needs as many classes ({cfg.output_size}) as tokens ({cfg.vocab_size}); "
+                             f"set tie_weights: false")
+        if cfg.adaptive_softmax is not None:
+            raise ValueError("model.adaptive_softmax: only used by head 'adaptive_softmax', not 'softmax'")
+
     def __init__(self, cfg: ModelConfig, embedding: nn.Embedding) -> None:
         super().__init__(cfg, embedding)
         self.proj = nn.Linear(cfg.d_model, cfg.output_size)
@@ -68,6 +86,11 @@ class SoftmaxLMHead(Head):
 class CopyHead(Head):
     """Per-position classifier over ``n_classes`` (copy-memory task)."""
 
+    @staticmethod
+    def check_config(cfg: ModelConfig) -> None:
+        if cfg.adaptive_softmax is not None:
+            raise ValueError("model.adaptive_softmax: only used by head 'adaptive_softmax', not 'copy'")
+
     def __init__(self, cfg: ModelConfig, embedding: nn.Embedding) -> None:
         super().__init__(cfg, embedding)
         self.proj = nn.Linear(cfg.d_model, cfg.output_size)
@@ -78,6 +101,12 @@ class CopyHead(Head):
 
 class AdaptiveSoftmaxLMHead(Head):
     """torch.nn.AdaptiveLogSoftmaxWithLoss; ``logits`` is None."""
+
+    @staticmethod
+    def check_config(cfg: ModelConfig) -> None:
+        if cfg.adaptive_softmax is None:
+            raise ValueError("model.head: head 'adaptive_softmax' needs model.adaptive_softmax "
+                             "({cutoffs: [...], div_value: ...})")
 
     def __init__(self, cfg: ModelConfig, embedding: nn.Embedding) -> None:
         super().__init__(cfg, embedding)

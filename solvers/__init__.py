@@ -10,7 +10,8 @@ differentiate through the answer with the implicit function theorem.
                                backward_solver="broyden", backward_max_iter=35,
                                backward_tol=1e-6, grad="ift")
 
-Solvers are also chosen by name: ``get_solver("anderson")``, ``register_solver(name, fn)``.
+Solvers are also chosen by name: ``get_solver("anderson")``, ``register_solver(name, fn)``;
+their extra options (``solver_kwargs``) can be checked before a call with ``option_problem``.
 Diagnostics: ``jacobian_spectral_radius`` and ``jacobian_frobenius_loss``.
 Benchmark: ``python -m solvers.bench``. Internals live in the private modules.
 """
@@ -20,9 +21,9 @@ from ._common import SolverResult
 from ._equilibrium import equilibrium
 from ._fixed_point import fixed_point_iter
 from ._jacobian import jacobian_frobenius_loss, jacobian_spectral_radius
-from ._registry import SOLVERS, get_solver, register_solver
+from ._registry import SOLVERS, get_solver, option_problem, register_solver
 
 __all__ = [
     "SOLVERS", "SolverResult", "anderson", "broyden", "equilibrium", "fixed_point_iter",
-    "get_solver", "jacobian_frobenius_loss", "jacobian_spectral_radius", "register_solver",
+    "get_solver", "jacobian_frobenius_loss", "jacobian_spectral_radius", "option_problem", "register_solver",
 ]

@@ -141,13 +141,24 @@ def prepare_data(runs: list[dict], file: str | Path) -> None:
             raise JobFileError(file, "data.data_dir", f"{data_dir}: {exc}".splitlines()[0]) from None
 
 
+def _flat_items(block: dict, prefix: str = "") -> list[str]:
+    """``key=value`` of a mapping, nested mappings as dotted keys (``solver_options.memory=8``)."""
+    out: list[str] = []
+    for key, value in block.items():
+        if isinstance(value, dict):
+            out += _flat_items(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}={value}")
+    return out
+
+
 def print_runs(runs: list[dict], counts: dict[str, dict], out=sys.stdout) -> None:
     print(f"{len(runs)} runs:", file=out)
     for r in runs:
         res = r["resources"]
         n = counts.get(r["run_id"]) or {}
         params = f"{n['non_embedding'] / 1e6:.3g}M non-embedding params" if n else "params unknown"
-        depth = ", ".join(f"{k}={v}" for k, v in r["model"].get("depth", {}).items())
+        depth = ", ".join(_flat_items(r["model"].get("depth", {})))
         print(f"  {r['run_id']}  {r['name']:<24} {r['task']}/{r['data']['dataset']} "
               f"cell={r['model'].get('cell')} d_model={r['model'].get('d_model')} [{depth}] {params}; "
               f"{r['train']['steps']} steps; {res['workers']} workers x ({res['cpus_per_worker']} CPU, "
