@@ -22,7 +22,7 @@ Modules: config (validation), layers, cells, depth (weight_tied, checkpointed,
 explicit), deq, ode (neural_ode), heads, model (DepthModel, ModelOutput), build
 (registries, build_model), memory (activation_bytes; ``python -m models.memory``).
 """
-from .build import CELLS, HEADS, STRATEGIES, build_model, head_name, parse_config, register_cell, \
+from .build import CELLS, HEADS, STRATEGIES, build_model, depth_size, head_name, parse_config, register_cell, \
     register_head, register_strategy
 from .cells import Cell
 from .config import TASKS, DepthOptions, ModelConfig
@@ -31,7 +31,7 @@ from .heads import Head, HeadOutput
 from .model import DepthModel, ModelOutput
 
 __all__ = [
-    "CELLS", "HEADS", "STRATEGIES", "TASKS", "build_model", "parse_config", "head_name",
+    "CELLS", "HEADS", "STRATEGIES", "TASKS", "build_model", "depth_size", "parse_config", "head_name",
     "register_cell", "register_head", "register_strategy", "Cell", "DepthOptions", "ModelConfig",
     "DepthResult", "DepthStrategy", "Head", "HeadOutput", "DepthModel", "ModelOutput",
 ]

@@ -13,7 +13,8 @@ allowed.
 """
 from __future__ import annotations
 
-from typing import Any, Union
+import dataclasses
+from typing import Any, Optional, Union
 
 from .cells import Cell, TransformerCell, TrellisNetCell
 from .config import TASKS, DepthOptions, ModelConfig, parse_dataclass
@@ -58,6 +59,22 @@ def register_head(name: str, cls: type[Head]) -> None:
     _register(HEADS, "head", name, cls, Head)
 
 
+def depth_size(depth: Any) -> Optional[int]:
+    """A depth block's size, the figure a depth sweep varies (the records' ``depth``): the
+    option its strategy's ``Options.size_key`` names (layers; max_iter for deq; steps for
+    neural_ode), its default when the block leaves it out; None for an unknown strategy or
+    one without a size."""
+    kind = depth.get("kind") if isinstance(depth, dict) else None
+    if not isinstance(kind, str) or kind not in STRATEGIES:
+        return None
+    options = STRATEGIES[kind].Options
+    key = options.size_key
+    if key is None:
+        return None
+    value = depth.get(key, next((f.default for f in dataclasses.fields(options) if f.name == key), None))
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def head_name(cfg: ModelConfig) -> str:
     """Which head a config uses: ``cfg.head`` if set, else "copy" for task copy,
     "adaptive_softmax" when adaptive_softmax is set, else "softmax"."""
@@ -75,14 +92,14 @@ def _allowed(registry: dict) -> str:
 def parse_config(config: Union[dict[str, Any], ModelConfig]) -> ModelConfig:
     """Validate a model config dict into a ModelConfig (depth options included)."""
     if isinstance(config, ModelConfig):
-        raw: dict[str, Any] = {k: getattr(config, k) for k in config.__dataclass_fields__}
+        raw: dict[str, Any] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     elif isinstance(config, dict):
         raw = dict(config)
     else:
         raise ValueError(f"model: expected a mapping, got {type(config).__name__}")
     depth = raw.pop("depth", None)
     if isinstance(depth, DepthOptions):
-        depth = {k: getattr(depth, k) for k in depth.__dataclass_fields__}
+        depth = {f.name: getattr(depth, f.name) for f in dataclasses.fields(depth)}
     if raw.get("task", "lm") == "copy" and "vocab_size" not in raw:
         raw["vocab_size"] = 10  # copy memory inputs: 0 blank, 1-8 digits, 9 delimiter
     cfg = parse_dataclass(ModelConfig, raw, "model", skip=("depth",))
@@ -99,7 +116,7 @@ def parse_config(config: Union[dict[str, Any], ModelConfig]) -> ModelConfig:
     if not isinstance(kind, str) or kind not in STRATEGIES:
         raise ValueError(f"model.depth.kind: unknown strategy {kind!r}; allowed: {_allowed(STRATEGIES)}")
     options = parse_dataclass(STRATEGIES[kind].Options, depth, "model.depth")
-    cfg = ModelConfig(**{**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "depth": options})
+    cfg = ModelConfig(**{**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}, "depth": options})
     cfg.check()
     CELLS[cfg.cell].check_config(cfg)
     HEADS[head_name(cfg)].check_config(cfg)

@@ -23,7 +23,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Optional, TypeVar
+from typing import Any, ClassVar, NoReturn, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -63,8 +63,13 @@ class FrozenOptions(dict):
 
 @dataclass(frozen=True)
 class DepthOptions:
-    """Base of every depth strategy's options; ``kind`` is the strategy's registry name."""
+    """Base of every depth strategy's options; ``kind`` is the strategy's registry name.
 
+    ``size_key`` (a class attribute) names the option that is the strategy's size, the
+    figure a depth sweep varies and the records call ``depth`` (``models.depth_size``).
+    """
+
+    size_key: ClassVar[Optional[str]] = None
     kind: str = ""
 
     def check(self) -> None:

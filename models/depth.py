@@ -66,6 +66,7 @@ class DepthStrategy(nn.Module):
 class LayersOptions(DepthOptions):
     """weight_tied / explicit: number of cell applications."""
 
+    size_key: ClassVar[Optional[str]] = "layers"
     layers: int = 6
 
     def check(self) -> None:

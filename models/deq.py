@@ -30,10 +30,10 @@ A solver taking ``**kwargs`` accepts any name. The options are stored as
 
 Statistics: ``nfe`` (forward cell evaluations: solver steps plus the evaluations
 that build the differentiable output), ``fwd_nstep``, ``fwd_abs_res_mean/max``,
-``fwd_rel_res_mean/max``, ``fwd_converged_frac``, ``fwd_solve_s``; during warm-up
+``fwd_rel_res_mean/max``, ``fwd_converged_frac``, ``solver_time_s``; during warm-up
 only ``nfe`` and ``deq_pretrain`` = 1. ``backward_stats()`` after loss.backward():
 ``bwd_nstep``, ``bwd_res_mean/max`` (relative residual of the adjoint solve) and
-``bwd_solve_s`` when a backward solve ran (grad "ift"), otherwise {}.
+``bwd_solver_time_s`` when a backward solve ran (grad "ift"), otherwise {}.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ import inspect
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 
@@ -60,6 +60,7 @@ _PLAIN_TYPES = (bool, int, float, str)
 
 @dataclass(frozen=True)
 class DEQOptions(DepthOptions):
+    size_key: ClassVar[Optional[str]] = "max_iter"
     solver: str = "broyden"
     max_iter: int = 30
     tol: float = 1e-3
@@ -230,14 +231,15 @@ class DEQ(DepthStrategy):
             backward_tol=opts.backward_tol, backward_stop_mode=opts.backward_stop_mode or opts.stop_mode,
             backward_solver_kwargs=dict(opts.backward_solver_options),
             grad=opts.grad, grad_steps=opts.grad_steps, tau=opts.tau)
-        abs_res, rel_res = info["fwd_abs_res"].detach(), info["fwd_rel_res"].detach()
+        fwd = info.forward
+        abs_res, rel_res = fwd.abs_residual.detach(), fwd.rel_residual.detach()
         stats = {
             "nfe": float(calls[0]),
-            "fwd_nstep": float(info["fwd_nstep"]),
+            "fwd_nstep": float(fwd.nstep),
             "fwd_abs_res_mean": abs_res.mean().item(), "fwd_abs_res_max": abs_res.max().item(),
             "fwd_rel_res_mean": rel_res.mean().item(), "fwd_rel_res_max": rel_res.max().item(),
-            "fwd_converged_frac": info["fwd_converged"].float().mean().item(),
-            "fwd_solve_s": float(info["fwd_time_s"]),
+            "fwd_converged_frac": fwd.converged.float().mean().item(),
+            "solver_time_s": float(fwd.time_s),
         }
         aux_loss = None
         if (opts.jac_reg > 0 and self.training and torch.is_grad_enabled()
@@ -249,10 +251,11 @@ class DEQ(DepthStrategy):
             stats["nfe"] += 1.0
 
         def backward_stats() -> dict[str, float]:
-            if opts.grad != "ift" or "bwd_nstep" not in info:
+            bwd = info.backward
+            if opts.grad != "ift" or bwd is None:
                 return {}  # phantom / unroll: no adjoint solve, its cost is in the forward nfe
-            rel = torch.as_tensor(info["bwd_rel_res"]).detach()
-            return {"bwd_nstep": float(info["bwd_nstep"]), "bwd_res_mean": rel.mean().item(),
-                    "bwd_res_max": rel.max().item(), "bwd_solve_s": float(info["bwd_time_s"])}
+            rel = bwd.rel_residual.detach()
+            return {"bwd_nstep": float(bwd.nstep), "bwd_res_mean": rel.mean().item(),
+                    "bwd_res_max": rel.max().item(), "bwd_solver_time_s": float(bwd.time_s)}
 
         return DepthResult(z=z_star, stats=stats, aux_loss=aux_loss, backward_stats=backward_stats)

@@ -19,7 +19,7 @@ a second component with zero derivative, and the cell's parameters are passed as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 import torchdiffeq
@@ -35,6 +35,7 @@ ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 
 @dataclass(frozen=True)
 class NeuralODEOptions(DepthOptions):
+    size_key: ClassVar[Optional[str]] = "steps"
     method: str = "rk4"
     steps: int = 4  # fixed-step methods: equal steps over [0, t1]
     t1: float = 1.0

@@ -9,6 +9,7 @@ differentiate through the answer with the implicit function theorem.
     z_star, info = equilibrium(f, z0, solver="broyden", max_iter=30, tol=1e-3,
                                backward_solver="broyden", backward_max_iter=35,
                                backward_tol=1e-6, grad="ift")
+    info.forward.nstep, info.forward.rel_residual   # a SolveStats; info.backward after backward
 
 Solvers are also chosen by name: ``get_solver("anderson")``, ``register_solver(name, fn)``;
 their extra options (``solver_kwargs``) can be checked before a call with ``option_problem``.
@@ -18,12 +19,12 @@ Benchmark: ``python -m solvers.bench``. Internals live in the private modules.
 from ._anderson import anderson
 from ._broyden import broyden
 from ._common import SolverResult
-from ._equilibrium import equilibrium
+from ._equilibrium import EquilibriumInfo, SolveStats, equilibrium
 from ._fixed_point import fixed_point_iter
 from ._jacobian import jacobian_frobenius_loss, jacobian_spectral_radius
 from ._registry import SOLVERS, get_solver, option_problem, register_solver
 
 __all__ = [
-    "SOLVERS", "SolverResult", "anderson", "broyden", "equilibrium", "fixed_point_iter",
+    "SOLVERS", "EquilibriumInfo", "SolveStats", "SolverResult", "anderson", "broyden", "equilibrium", "fixed_point_iter",
     "get_solver", "jacobian_frobenius_loss", "jacobian_spectral_radius", "option_problem", "register_solver",
 ]

@@ -15,23 +15,71 @@ captures; how the gradient of z_out is shaped depends on ``grad``:
   ``grad_steps`` damped steps z <- tau f(z) + (1 - tau) z from z*, differentiated by autograd.
 * "unroll": ``grad_steps`` plain steps z <- f(z) from z*, differentiated by autograd.
 
-``info`` (a dict) holds the forward figures at once and, for "ift", the backward figures
-once backward has run (the same dict object is filled in by the backward pass).
+``info`` is an :class:`EquilibriumInfo`: ``info.forward`` (a :class:`SolveStats`) at once,
+``info.backward`` once the backward pass has run (for "ift" the same object is filled in by
+it; for "phantom"/"unroll" it is set at once, with ``grad_steps`` and no residuals).
 """
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ._common import check_damping, check_options, check_positive_int
+from ._common import SolverResult, check_damping, check_options, check_positive_int
 from ._registry import SolverFn, get_solver
 
 GRAD_MODES = ("ift", "phantom", "unroll")
+
+
+@dataclass
+class SolveStats:
+    """What one solve of a DEQ layer did (the forward z = f(z), or the backward adjoint
+    system); every (B,) field is per sample.
+
+    solver: the registry name that ran ("phantom" / "unroll": no backward solve, the
+        gradient took ``nstep`` differentiated steps instead, and the residuals are NaN).
+    nstep: f (or vector-Jacobian product) evaluations made.
+    abs_residual, rel_residual: (B,) ||f(z) - z|| and ||f(z) - z|| / (||f(z)|| + eps) of the
+        returned iterate (the lowest one each sample reached).
+    converged, nonfinite: (B,) bool.
+    abs_trace, rel_trace: (B, nstep) residual of each iterate (None without a solve).
+    time_s: wall-clock seconds of the solve, device synchronised (NaN without a solve).
+    """
+
+    solver: str
+    nstep: int
+    abs_residual: Tensor
+    rel_residual: Tensor
+    converged: Tensor
+    nonfinite: Tensor
+    abs_trace: Optional[Tensor]
+    rel_trace: Optional[Tensor]
+    time_s: float
+
+    @classmethod
+    def of(cls, solver: str, res: SolverResult, time_s: float) -> "SolveStats":
+        return cls(solver, res.nstep, res.abs_residual, res.rel_residual, res.converged, res.nonfinite,
+                   res.abs_trace, res.rel_trace, time_s)
+
+    @classmethod
+    def no_solve(cls, mode: str, steps: int, like: Tensor) -> "SolveStats":
+        nan = torch.full((like.shape[0],), math.nan, dtype=like.dtype, device=like.device)
+        no = torch.zeros(like.shape[0], dtype=torch.bool, device=like.device)
+        return cls(mode, steps, nan, nan.clone(), no, no.clone(), None, None, math.nan)
+
+
+@dataclass
+class EquilibriumInfo:
+    """``equilibrium``'s second result: the forward solve's statistics, and the backward
+    one's once backward has run (None before, and when no graph was built)."""
+
+    forward: SolveStats
+    backward: Optional[SolveStats] = None
 
 
 def equilibrium(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "broyden",
@@ -41,7 +89,7 @@ def equilibrium(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "bro
                 backward_tol: float = 1e-6, backward_stop_mode: str = "abs",
                 backward_solver_kwargs: dict[str, Any] | None = None,
                 grad: str = "ift", grad_steps: int = 5, tau: float = 1.0,
-                ) -> tuple[Tensor, dict[str, Any]]:
+                ) -> tuple[Tensor, EquilibriumInfo]:
     """Solve z = f(z) per sample and return (z_star, info); see the module docstring.
 
     f: (B, ...) -> (B, ...), differentiable, closing over parameters and inputs.
@@ -49,11 +97,9 @@ def equilibrium(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "bro
     solver / backward_solver: registry names; *_kwargs: their extra options (e.g. memory).
     grad: "ift", "phantom" or "unroll"; grad_steps and tau serve the latter two.
     Returns z_star (B, ...): f(z*) with the chosen gradient when grad mode is on, else the
-    solver's z* (no extra f evaluation). info keys: fwd_nstep, fwd_abs_res,
-    fwd_rel_res, fwd_converged, fwd_nonfinite, fwd_abs_trace, fwd_rel_trace, fwd_time_s;
-    after backward ("ift"): bwd_nstep, bwd_abs_res, bwd_rel_res, bwd_converged,
-    bwd_abs_trace, bwd_rel_trace, bwd_time_s. For "phantom"/"unroll", bwd_nstep is
-    grad_steps and bwd residuals/time are NaN (no solve happens).
+    solver's z* (no extra f evaluation). info: an :class:`EquilibriumInfo` (``info.forward``;
+    ``info.backward`` after backward for "ift", at once for "phantom"/"unroll", whose
+    ``nstep`` is grad_steps and whose residuals and time are NaN: no solve happens).
     """
     forward_solver = get_solver(solver)
     adjoint_solver = get_solver(backward_solver)
@@ -72,12 +118,7 @@ def equilibrium(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "bro
         res = forward_solver(f, z0.detach(), max_iter=max_iter, tol=tol, stop_mode=stop_mode,
                              **(solver_kwargs or {}))
     _synchronize(res.z)
-    info: dict[str, Any] = {
-        "fwd_nstep": res.nstep, "fwd_abs_res": res.abs_residual, "fwd_rel_res": res.rel_residual,
-        "fwd_converged": res.converged, "fwd_nonfinite": res.nonfinite,
-        "fwd_abs_trace": res.abs_trace, "fwd_rel_trace": res.rel_trace,
-        "fwd_time_s": time.perf_counter() - start,
-    }
+    info = EquilibriumInfo(SolveStats.of(solver, res, time.perf_counter() - start))
     z_star = res.z.detach()
     if not torch.is_grad_enabled():
         return z_star, info
@@ -85,7 +126,7 @@ def equilibrium(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "bro
     if grad == "ift":
         z_leaf = z_star.requires_grad_()
         z_out = f(z_leaf)  # requires grad (through z_leaf) even if nothing upstream does
-        adjoint = _AdjointSpec(adjoint_solver, dict(max_iter=backward_max_iter, tol=backward_tol,
+        adjoint = _AdjointSpec(backward_solver, adjoint_solver, dict(max_iter=backward_max_iter, tol=backward_tol,
                                                     stop_mode=backward_stop_mode,
                                                     **(backward_solver_kwargs or {})), info)
         return _ImplicitGradient.apply(z_out, z_leaf, adjoint), info
@@ -93,15 +134,15 @@ def equilibrium(f: Callable[[Tensor], Tensor], z0: Tensor, *, solver: str = "bro
     z = z_star
     for _ in range(grad_steps):
         z = f(z) if grad == "unroll" or tau == 1 else tau * f(z) + (1 - tau) * z
-    nan = torch.full((z_star.shape[0],), math.nan, dtype=z_star.dtype, device=z_star.device)
-    info.update(bwd_nstep=grad_steps, bwd_abs_res=nan, bwd_rel_res=nan, bwd_time_s=math.nan)
+    info.backward = SolveStats.no_solve(grad, grad_steps, z_star)
     return z, info
 
 
 class _AdjointSpec:
-    """What the backward pass needs besides tensors: the solver, its options, the info dict."""
+    """What the backward pass needs besides tensors: the solver, its options, the info."""
 
-    def __init__(self, solver: SolverFn, options: dict[str, Any], info: dict[str, Any]) -> None:
+    def __init__(self, name: str, solver: SolverFn, options: dict[str, Any], info: EquilibriumInfo) -> None:
+        self.name = name
         self.solver = solver
         self.options = options
         self.info = info
@@ -130,11 +171,7 @@ class _ImplicitGradient(torch.autograd.Function):
         start = time.perf_counter()
         res = adjoint.solver(adjoint_map, torch.zeros_like(grad_out), **adjoint.options)
         _synchronize(res.z)
-        adjoint.info.update(
-            bwd_nstep=res.nstep, bwd_abs_res=res.abs_residual, bwd_rel_res=res.rel_residual,
-            bwd_converged=res.converged, bwd_abs_trace=res.abs_trace, bwd_rel_trace=res.rel_trace,
-            bwd_time_s=time.perf_counter() - start,
-        )
+        adjoint.info.backward = SolveStats.of(adjoint.name, res, time.perf_counter() - start)
         return res.z, None, None
 
 

@@ -17,7 +17,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Every summary figure a finished run must carry (DESIGN.md's metrics), finite.
+# Every summary figure a finished run must carry (harness.records.schema), finite;
+# tests/test_schema.py checks that the schema lists them all.
 COMMON_METRICS = ("activation_bytes", "peak_mem_bytes", "static_mem_bytes", "step_time_s", "fwd_time_s",
                   "bwd_time_s", "tokens_per_s", "nfe", "wall_time_s", "train_loss", "params_total",
                   "params_embedding", "params_non_embedding")
@@ -26,6 +27,22 @@ COPY_METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 DEQ_METRICS = ("fwd_nstep_mean", "fwd_nstep_max", "fwd_abs_res_mean", "fwd_abs_res_max",
                "fwd_rel_res_mean", "fwd_rel_res_max", "bwd_nstep_mean", "bwd_nstep_max",
                "bwd_res_mean", "bwd_res_max", "solver_time_s")
+
+
+def assert_keys_in_schema(run_dir: Path) -> None:
+    """Every key a run recorded (summary.json, each metrics.jsonl line) is listed in the schema
+    for that record: a producer that invents a name fails here."""
+    from harness.records import RunRecord, schema
+
+    rec = RunRecord(run_dir)
+    problems = {}
+    if rec.read_summary() is not None:
+        problems["summary.json"] = schema.unknown_keys("summary", rec.read_summary())
+    for line in rec.read_metrics():
+        problems.setdefault(f"metrics.jsonl {line.get('kind')}", []).extend(
+            schema.unknown_keys(line.get("kind"), line))
+    problems = {where: sorted(set(keys)) for where, keys in problems.items() if keys}
+    assert not problems, f"keys not in harness.records.schema: {problems}"
 
 
 def tiny_job(tmp: Path, name: str, depths: list[dict], *, task: str = "lm", steps: int = 12,

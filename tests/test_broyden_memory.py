@@ -192,7 +192,7 @@ def test_memory_policy_is_checked_and_reaches_broyden_through_equilibrium():
         with torch.no_grad():
             _, info = equilibrium(f, z0, max_iter=40, tol=1e-8,
                                   solver_kwargs={"memory": 3, "memory_policy": policy})
-        assert torch.equal(info["fwd_abs_trace"], direct.abs_trace)
+        assert torch.equal(info.forward.abs_trace, direct.abs_trace)
 
 
 def test_memory_policy_reaches_the_backward_solver():
@@ -206,8 +206,8 @@ def test_memory_policy_reaches_the_backward_solver():
         z_star, info = equilibrium(f, z0, max_iter=200, tol=1e-10, backward_max_iter=200, backward_tol=1e-10,
                                    backward_solver_kwargs={"memory": 3, "memory_policy": policy})
         (grad,) = torch.autograd.grad(z_star.sum(), weight)
-        assert info["bwd_converged"].all()
-        grads[policy] = (grad, info["bwd_abs_trace"])
+        assert info.backward.converged.all()
+        grads[policy] = (grad, info.backward.abs_trace)
     torch.testing.assert_close(grads["restart"][0], grads["drop_oldest"][0], rtol=1e-6, atol=1e-8)
     assert not torch.equal(grads["restart"][1], grads["drop_oldest"][1])  # two different solves
 

@@ -11,8 +11,8 @@ import json
 import pytest
 
 from harness.records import load_metrics, load_sweep
-from sweep_helpers import (COMMON_METRICS, DEQ_METRICS, LM_METRICS, finite, read_json, submit,
-                           tiny_job)
+from sweep_helpers import (COMMON_METRICS, DEQ_METRICS, LM_METRICS, assert_keys_in_schema, finite, read_json,
+                           submit, tiny_job)
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +44,7 @@ def test_sweep_records_and_resubmission(tmp_path):
         train_steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
                        if r["kind"] == "train"]
         assert train_steps == list(range(2, 13, 2))
+        assert_keys_in_schema(run)
     metrics = load_metrics(sweep)
     assert {"train", "eval"} <= set(metrics["kind"])
     assert (tmp_path / "reports" / "itest" / "index.html").is_file()

@@ -210,14 +210,14 @@ def test_deq_reports_forward_and_backward_solver_statistics() -> None:
     model = build_model(config("transformer", {"kind": "deq", "max_iter": 20, "tol": 1e-3}))
     out = model(tokens(), tokens())
     keys = {"nfe", "fwd_nstep", "fwd_abs_res_mean", "fwd_abs_res_max", "fwd_rel_res_mean",
-            "fwd_rel_res_max", "fwd_solve_s"}
+            "fwd_rel_res_max", "solver_time_s"}
     assert keys <= set(out.stats)
     assert out.stats["nfe"] == out.stats["fwd_nstep"] + 1  # solver steps + the differentiable one
     assert out.stats["fwd_rel_res_max"] >= out.stats["fwd_rel_res_mean"]
     assert out.backward_stats() == {}  # nothing before backward
     out.loss.backward()
     bwd = out.backward_stats()
-    assert set(bwd) == {"bwd_nstep", "bwd_res_mean", "bwd_res_max", "bwd_solve_s"}
+    assert set(bwd) == {"bwd_nstep", "bwd_res_mean", "bwd_res_max", "bwd_solver_time_s"}
     assert bwd["bwd_nstep"] >= 1 and bwd["bwd_res_max"] >= bwd["bwd_res_mean"]
 
 
@@ -388,3 +388,14 @@ def test_registries_name_every_choice_and_accept_new_entries() -> None:
         register_cell("bad", dict)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="not a subclass of DepthStrategy"):
         register_strategy("bad", Cell)  # type: ignore[arg-type]
+
+
+def test_depth_size_follows_each_strategys_size_key():
+    from models import depth_size
+
+    assert depth_size({"kind": "deq", "max_iter": 7}) == 7
+    assert depth_size({"kind": "deq"}) == 30  # the default, not "unknown"
+    assert depth_size({"kind": "weight_tied", "layers": 3}) == 3 and depth_size({"kind": "explicit"}) == 6
+    assert depth_size({"kind": "checkpointed", "layers": 9, "segments": 3}) == 9
+    assert depth_size({"kind": "neural_ode", "steps": 2, "method": "rk4"}) == 2
+    assert depth_size({"kind": "nope", "layers": 3}) is None and depth_size("deq") is None

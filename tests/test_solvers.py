@@ -242,7 +242,7 @@ def test_registry_lookups_and_registration():
         f, _, _ = contractive_problem()
         z, info = solvers.equilibrium(f, torch.zeros(4, 20, dtype=torch.float64), solver="damped", tol=1e-6,
                                       max_iter=200)
-        assert info["fwd_converged"].all()
+        assert info.forward.converged.all()
         register_solver("damped", fixed_point_iter, overwrite=True)
         assert get_solver("damped") is fixed_point_iter
     finally:

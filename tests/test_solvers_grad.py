@@ -49,7 +49,7 @@ def test_ift_gradient_matches_a_long_unrolled_iteration():
     grads = torch.autograd.grad(loss_fn(z), (x, w))
     for got, want in zip(grads, unrolled_grads(w, x, loss_fn)):
         assert ((got - want).norm() / want.norm()).item() < 1e-4
-    assert info["bwd_converged"].all()
+    assert info.backward.converged.all()
 
 
 @pytest.mark.parametrize("grad,kwargs", [("phantom", dict(grad_steps=5, tau=0.6)), ("unroll", dict(grad_steps=5))])
@@ -64,25 +64,26 @@ def test_cheap_gradients_point_the_same_way_as_ift(grad, kwargs):
         cosine = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
         assert cosine > 0.99
         assert not torch.allclose(a, b, rtol=1e-10, atol=0)  # an estimate, not the same computation
-    assert info["bwd_nstep"] == 5 and torch.isnan(info["bwd_abs_res"]).all()
+    assert info.backward.nstep == 5 and torch.isnan(info.backward.abs_residual).all()
 
 
-def test_info_has_forward_fields_and_backward_fills_the_same_dict():
+def test_info_has_forward_fields_and_backward_fills_the_same_info():
     w, x = make_params()
     z, info = equilibrium(cell(w, x), torch.zeros(3, 5, dtype=torch.float64), max_iter=50, tol=1e-8)
-    assert isinstance(info["fwd_nstep"], int) and info["fwd_nstep"] > 1
-    for key in ("fwd_abs_res", "fwd_rel_res", "fwd_converged"):
-        assert info[key].shape == (3,)
-    assert info["fwd_converged"].all() and (info["fwd_abs_res"] < 1e-8).all()
-    assert info["fwd_abs_trace"].shape == (3, info["fwd_nstep"])
-    assert info["fwd_time_s"] > 0
-    assert "bwd_nstep" not in info
+    assert isinstance(info.forward.nstep, int) and info.forward.nstep > 1
+    fwd = info.forward
+    assert fwd.abs_residual.shape == fwd.rel_residual.shape == fwd.converged.shape == (3,)
+    assert fwd.solver == "broyden"
+    assert info.forward.converged.all() and (info.forward.abs_residual < 1e-8).all()
+    assert info.forward.abs_trace.shape == (3, info.forward.nstep)
+    assert info.forward.time_s > 0
+    assert info.backward is None
     same = info
     z.sum().backward()
     assert info is same
-    assert isinstance(info["bwd_nstep"], int) and info["bwd_nstep"] > 1
-    assert info["bwd_abs_res"].shape == info["bwd_rel_res"].shape == (3,)
-    assert (info["bwd_abs_res"] < 1e-6).all() and info["bwd_time_s"] > 0
+    assert isinstance(info.backward.nstep, int) and info.backward.nstep > 1
+    assert info.backward.abs_residual.shape == info.backward.rel_residual.shape == (3,)
+    assert (info.backward.abs_residual < 1e-6).all() and info.backward.time_s > 0
 
 
 def test_two_equilibria_on_one_graph_and_a_second_backward():
@@ -94,7 +95,7 @@ def test_two_equilibria_on_one_graph_and_a_second_backward():
     loss = (z2 ** 2).sum()
     loss.backward(retain_graph=True)
     first = [p.grad.clone() for p in (w1, w2, x)]
-    assert z0.grad is None and info1["bwd_nstep"] > 1 and info2["bwd_nstep"] > 1
+    assert z0.grad is None and info1.backward.nstep > 1 and info2.backward.nstep > 1
 
     def reference(w1, w2, x):
         a = torch.zeros(2, 6, dtype=torch.float64)
@@ -138,12 +139,12 @@ def test_without_grad_mode_or_grad_needs():
     w, x = make_params()
     with torch.no_grad():
         z, info = equilibrium(cell(w, x), torch.zeros(3, 5, dtype=torch.float64), tol=1e-10, max_iter=60)
-    assert not z.requires_grad and "fwd_nstep" in info
+    assert not z.requires_grad and info.forward.nstep > 0 and info.backward is None
     plain = cell(w.detach(), x.detach())  # nothing upstream needs a gradient: backward still works
     z, info = equilibrium(plain, torch.zeros(3, 5, dtype=torch.float64), tol=1e-10, max_iter=60)
     torch.testing.assert_close(z, plain(z), rtol=0, atol=1e-9)
     z.sum().backward()
-    assert info["bwd_nstep"] > 0 and w.grad is None
+    assert info.backward.nstep > 0 and w.grad is None
 
 
 @pytest.mark.parametrize("kwargs,match", [

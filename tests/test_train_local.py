@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from harness.records import RunRecord
-from sweep_helpers import COMMON_METRICS, DEQ_METRICS, LM_METRICS, REPO, finite, tiny_job
+from sweep_helpers import COMMON_METRICS, DEQ_METRICS, LM_METRICS, REPO, assert_keys_in_schema, finite, tiny_job
 
 
 def test_one_run_without_ray_writes_the_same_records(tmp_path):
@@ -30,6 +30,7 @@ def test_one_run_without_ray_writes_the_same_records(tmp_path):
     assert not bad, bad
     assert summary["world_size"] == 1
     assert [r["step"] for r in rec.read_metrics() if r["kind"] == "train"] == [2, 4, 6, 8]
+    assert_keys_in_schema(rec.dir)
 
 
 def test_deq_with_warmup_reports_equilibrium_activation_memory(tmp_path):
@@ -50,6 +51,7 @@ def test_deq_with_warmup_reports_equilibrium_activation_memory(tmp_path):
                               timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         summaries.append(RunRecord(tmp_path / "results" / "warm" / "runs" / run_id).read_summary())
+        assert_keys_in_schema(tmp_path / "results" / "warm" / "runs" / run_id)
     plain, warm = summaries
     assert plain["activation_bytes_warmup"] is None
     assert warm["activation_bytes"] == plain["activation_bytes"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from harness.records import schema
 from harness.report.data import SweepData
 from harness.report.figures import ReportFigure
 from harness.report.tables import Column, Table
@@ -24,22 +25,14 @@ ENV_ORDER = ("git_commit", "git_dirty", "python", "torch", "ray", "deepspeed", "
              "devices", "device_count", "seeds", "started", "ended")
 PER_RUN_ENV_SKIP = ("seeds", "started", "ended")  # expected to differ between runs
 
-METRIC_GLOSSARY = (
-    ("activation_bytes", "bytes of tensors saved for backward during one training forward (unique storages, "
-                         "parameters excluded); the same on any device up to a few auxiliary bytes of some CUDA "
-                         "kernels; shows O(1) against O(L); a DEQ with a warm-up is measured in equilibrium "
-                         "mode (its warm-up figure is activation_bytes_warmup in summary.csv)"),
-    ("peak_mem_bytes", "CUDA: max_memory_allocated over the measured steps; CPU: peak RSS growth"),
-    ("static_mem_bytes", "parameters + gradients + optimizer state"),
-    ("step_time_s", "median over measured steps after warm-up, device synchronised; forward and backward parts "
-                    "likewise (the DEQ solver time is part of the forward)"),
-    ("tokens_per_s", "tokens processed per second across all data-parallel workers"),
-    ("nfe", "cell evaluations per forward: L for weight-tied, nstep for DEQ, ODE function evaluations"),
-    ("fwd_nstep, fwd_*_res", "forward solver iterations and residuals (mean and max over the batch)"),
-    ("bwd_nstep, bwd_res", "adjoint (backward) solver iterations and residual"),
-    ("val_ppl, test_ppl", "exp(mean token negative log-likelihood); copy memory: loss and accuracy on the "
-                          "recalled digits"),
-)
+# The report's glossary: the figures its tables show, with their meaning from the schema.
+GLOSSARY_KEYS = ("activation_bytes", "activation_bytes_warmup", "peak_mem_bytes", "static_mem_bytes",
+                 "step_time_s", "fwd_time_s", "bwd_time_s", "solver_time_s", "tokens_per_s", "nfe",
+                 "fwd_nstep_mean", "fwd_rel_res_mean", "bwd_nstep_mean", "bwd_res_mean",
+                 "val_loss", "val_ppl", "val_acc", "optimal_ppl")
+METRIC_GLOSSARY = tuple(
+    (k, schema.BY_KEY[k].meaning + (f" ({schema.BY_KEY[k].only} only)" if schema.BY_KEY[k].only else ""))
+    for k in GLOSSARY_KEYS)
 
 
 @dataclass

@@ -23,26 +23,20 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from harness.records import SweepStore, load_metrics, load_sweep
+from harness.records import SweepStore, load_metrics, load_sweep, schema
 
 # Display order of the depth strategies (unknown ones follow, alphabetically).
 STRATEGY_ORDER = ("explicit", "weight_tied", "checkpointed", "neural_ode", "deq")
 
-# The summary fields of docs/records.md, in the order the CSV lists them.
-IDENTITY_FIELDS = ("sweep", "task", "dataset", "cell", "strategy", "depth", "seed", "world_size", "device")
-SIZE_FIELDS = ("params_total", "params_embedding", "params_non_embedding")
-MEMORY_FIELDS = ("activation_bytes", "peak_mem_bytes", "static_mem_bytes")
-SPEED_FIELDS = ("step_time_s", "fwd_time_s", "bwd_time_s", "solver_time_s", "tokens_per_s",
-                "wall_time_s", "steps")
-DEPTH_FIELDS = ("nfe", "fwd_nstep_mean", "fwd_nstep_max", "fwd_abs_res_mean", "fwd_abs_res_max",
-                "fwd_rel_res_mean", "fwd_rel_res_max", "bwd_nstep_mean", "bwd_nstep_max",
-                "bwd_res_mean", "bwd_res_max")
-QUALITY_FIELDS = ("train_loss", "val_loss", "val_ppl", "test_loss", "test_ppl", "val_acc", "test_acc",
-                  "optimal_ppl")
+# The summary fields of docs/records.md (harness.records.schema), in the order the CSV lists them.
+IDENTITY_FIELDS = tuple(k for k in schema.keys("summary", "identity") if k not in ("run_id", "name"))
+SIZE_FIELDS = schema.keys("summary", "size")
+MEMORY_FIELDS = schema.keys("summary", "memory")
+SPEED_FIELDS = schema.keys("summary", "speed")
+DEPTH_FIELDS = schema.keys("summary", "depth")
+QUALITY_FIELDS = schema.keys("summary", "quality")
 METRIC_FIELDS = SIZE_FIELDS + MEMORY_FIELDS + SPEED_FIELDS + DEPTH_FIELDS + QUALITY_FIELDS
 
-# Where a run's depth lives in the model config, by strategy.
-_DEPTH_OPTION = {"deq": "max_iter", "neural_ode": "steps"}
 
 
 @dataclass(frozen=True)
@@ -100,8 +94,16 @@ def _hashable(value: Any) -> Any:
 
 
 def _spec_depth(row: pd.Series, strategy: Any) -> Any:
-    option = _DEPTH_OPTION.get(str(strategy), "layers")
-    return _first(row.get(f"spec.model.depth.{option}"), row.get("spec.model.depth.layers"))
+    """A run's depth from its spec (runs without a summary): ``models.depth_size``'s rule."""
+    from models import depth_size
+
+    prefix = "spec.model.depth."
+    block = {}
+    for key, value in row.items():
+        name = key[len(prefix):] if isinstance(key, str) and key.startswith(prefix) else ""
+        if name and "." not in name and _first(value) is not None:  # a table column may hold NaN
+            block[name] = int(value) if isinstance(value, float) and value.is_integer() else value
+    return depth_size({**block, "kind": block.get("kind", strategy)})
 
 
 def _derive_columns(runs: pd.DataFrame) -> pd.DataFrame:

@@ -338,7 +338,7 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
                 timed["step"].append(t3 - t0)
                 timed["fwd"].append(t1 - t0)
                 timed["bwd"].append(t2 - t1)
-                timed["solver"].append(float(stats.get("fwd_solve_s", 0.0)))
+                timed["solver"].append(float(stats.get("solver_time_s", 0.0)))
                 if step == measure_to:
                     peak = window.peak_bytes()
             stats["step_time_s"] = t3 - t0

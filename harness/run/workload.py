@@ -60,11 +60,9 @@ class Workload:
 
     @property
     def depth_size(self) -> int | None:
-        depth = self.spec["model"].get("depth", {})
-        for key in ("layers", "max_iter", "steps"):
-            if key in depth:
-                return int(depth[key])
-        return None
+        from models import depth_size
+
+        return depth_size(self.spec["model"].get("depth", {}))
 
     def train_batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch of training step ``index`` (0-based): deterministic, so a resumed run

@@ -416,9 +416,11 @@ def _set_path(tree: dict, dotted: str, value: Any) -> None:
 
 def _label(key: str, value: Any) -> str:
     if isinstance(value, dict):
+        from models import depth_size
+
         kind = value.get("kind", "")
-        size = next((value[k] for k in ("layers", "max_iter", "steps") if k in value), "")
-        return f"{kind}{size}" if kind else "-".join(f"{k}{v}" for k, v in value.items())
+        size = depth_size(value)
+        return f"{kind}{'' if size is None else size}" if kind else "-".join(f"{k}{v}" for k, v in value.items())
     short = key.split(".")[-1]
     return f"s{value}" if key in ("seed", "train.seed") else f"{short}{value}"
 

@@ -1,0 +1,162 @@
+"""Every figure a run records: its key, unit, where it is recorded, for whom, what it means.
+
+This is the one list. The worker (``harness.run``) records under these keys, the report
+(``harness.report``) reads its columns and glossary from here, ``docs/records.md``'s tables
+are printed from here (``python -m harness.records.schema`` prints them; a test compares),
+and tests check that every key a real run writes is listed.
+
+Where a figure is recorded (``records``): ``summary`` (summary.json, one flat row per run),
+``train`` (a ``kind: train`` line of metrics.jsonl, every ``log_interval`` steps),
+``eval`` (a ``kind: eval`` line). ``only`` says which runs have it (empty: every run).
+
+One name per figure from the solver to the report: the forward solve's time is
+``solvers.SolveStats.time_s`` -> the DEQ's step statistic ``solver_time_s`` -> the
+summary's ``solver_time_s`` (median over the timed steps) -> the report's column.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RECORD_KINDS = ("summary", "train", "eval")
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    unit: str                      # "bytes", "s", "tokens/s", "count", "nats", "" (a ratio or text)
+    group: str                     # identity, size, memory, speed, time, depth, quality, replicas, record
+    records: tuple[str, ...]       # a subset of RECORD_KINDS
+    meaning: str
+    only: str = ""                 # which runs have it; "" = every run
+
+
+def _f(key: str, unit: str, group: str, records: str, meaning: str, only: str = "") -> Figure:
+    return Figure(key, unit, group, tuple(records.split()), meaning, only)
+
+
+DEQ = "deq"
+FIGURES: tuple[Figure, ...] = (
+    # a metrics.jsonl line's own fields
+    _f("kind", "", "record", "train eval", "`train` or `eval`"),
+    _f("step", "count", "record", "train eval", "the global training step the line belongs to"),
+    _f("elapsed_s", "s", "time", "train eval", "seconds since this attempt's training started"),
+    # identity
+    _f("run_id", "", "identity", "summary", "hash of the run spec (stable across submissions)"),
+    _f("sweep", "", "identity", "summary", "the job file's name"),
+    _f("name", "", "identity", "summary", "the grid labels joined; unique within a sweep"),
+    _f("task", "", "identity", "summary", "`lm` or `copy`"),
+    _f("dataset", "", "identity", "summary", "the corpus (`synthetic`, `ptb`, `wikitext103`, `copy_memory`)"),
+    _f("cell", "", "identity", "summary", "the cell (`transformer`, `trellisnet`)"),
+    _f("strategy", "", "identity", "summary", "the depth strategy (`deq`, `weight_tied`, ...)"),
+    _f("depth", "count", "identity", "summary",
+       "the strategy's size: layers, or max_iter for deq, or ODE steps (models.depth_size)"),
+    _f("seed", "count", "identity", "summary", "train.seed"),
+    _f("world_size", "count", "identity", "summary", "data-parallel workers"),
+    _f("device", "", "identity", "summary", "the accelerator's name, or `cpu`"),
+    # size
+    _f("params_total", "count", "size", "summary", "parameters in all"),
+    _f("params_embedding", "count", "size", "summary", "parameters of the token embedding"),
+    _f("params_non_embedding", "count", "size", "summary", "parameters besides the embedding"),
+    # memory
+    _f("activation_bytes", "bytes", "memory", "summary",
+       "bytes of tensors saved for backward during one training forward (unique storages, parameters "
+       "excluded); the same on any device up to a few auxiliary bytes of some CUDA kernels; shows O(1) "
+       "against O(L); a DEQ with a warm-up is measured in equilibrium mode"),
+    _f("activation_bytes_warmup", "bytes", "memory", "summary",
+       "activation_bytes of a DEQ in its weight-tied warm-up mode (null for every other run)",
+       "deq with pretrain_steps"),
+    _f("peak_mem_bytes", "bytes", "memory", "summary train",
+       "CUDA: max_memory_allocated over the timed steps; CPU: peak RSS growth over them"),
+    _f("static_mem_bytes", "bytes", "memory", "summary", "parameters + gradients + optimizer state"),
+    # speed
+    _f("step_time_s", "s", "speed", "summary train",
+       "one training step, device synchronised; summary: median over the timed steps after warm-up "
+       "(measure_steps after measure_warmup), train line: mean since the last line"),
+    _f("fwd_time_s", "s", "speed", "summary", "the forward part of step_time_s (median); includes the DEQ solve"),
+    _f("bwd_time_s", "s", "speed", "summary", "the backward part of step_time_s (median); includes the adjoint solve"),
+    _f("solver_time_s", "s", "speed", "summary", "the DEQ's forward solve, part of fwd_time_s (median)", DEQ),
+    _f("tokens_per_s", "tokens/s", "speed", "summary train",
+       "tokens processed per second across all data-parallel workers"),
+    _f("lr", "", "speed", "train", "the learning rate at that step"),
+    _f("wall_time_s", "s", "speed", "summary",
+       "the run's training time, summed over its attempts (time waiting between attempts excluded)"),
+    _f("steps", "count", "speed", "summary", "training steps (train.steps)"),
+    # time on the clock
+    _f("attempt_wall_s", "s", "time", "summary", "each attempt's time (a list)"),
+    _f("attempts", "count", "time", "summary", "how many times the workers started this run"),
+    # depth and solver
+    _f("nfe", "count", "depth", "summary train",
+       "cell evaluations per forward: L for weight-tied; for DEQ the solver's steps plus the evaluations "
+       "that build the differentiable output; ODE function evaluations"),
+    _f("fwd_nstep", "count", "depth", "train", "forward solver iterations (mean since the last line)", DEQ),
+    _f("fwd_abs_res", "", "depth", "train", "forward solver absolute residual ||f(z)-z|| (mean)", DEQ),
+    _f("fwd_rel_res", "", "depth", "train", "forward solver relative residual ||f(z)-z||/||f(z)|| (mean)", DEQ),
+    _f("bwd_nstep", "count", "depth", "train", "adjoint (backward) solver iterations (mean)", "deq, grad ift"),
+    _f("bwd_res", "", "depth", "train", "adjoint solver relative residual (mean)", "deq, grad ift"),
+    _f("fwd_nstep_mean", "count", "depth", "summary", "forward solver iterations, mean over steps and ranks", DEQ),
+    _f("fwd_nstep_max", "count", "depth", "summary", "forward solver iterations, the most of any step", DEQ),
+    _f("fwd_abs_res_mean", "", "depth", "summary", "forward absolute residual, mean of the batch means", DEQ),
+    _f("fwd_abs_res_max", "", "depth", "summary", "forward absolute residual, largest per-sample value", DEQ),
+    _f("fwd_rel_res_mean", "", "depth", "summary", "forward relative residual, mean of the batch means", DEQ),
+    _f("fwd_rel_res_max", "", "depth", "summary", "forward relative residual, largest per-sample value", DEQ),
+    _f("bwd_nstep_mean", "count", "depth", "summary", "adjoint solver iterations, mean", "deq, grad ift"),
+    _f("bwd_nstep_max", "count", "depth", "summary", "adjoint solver iterations, the most", "deq, grad ift"),
+    _f("bwd_res_mean", "", "depth", "summary", "adjoint relative residual, mean of the batch means", "deq, grad ift"),
+    _f("bwd_res_max", "", "depth", "summary", "adjoint relative residual, largest per-sample value", "deq, grad ift"),
+    # quality
+    _f("loss", "nats", "quality", "train", "training loss (mean token NLL since the last line)"),
+    _f("train_loss", "nats", "quality", "summary", "the last train line's loss"),
+    _f("val_loss", "nats", "quality", "summary eval", "validation loss (mean token NLL; copy: recalled digits)"),
+    _f("val_ppl", "", "quality", "summary eval", "exp(val_loss)", "lm"),
+    _f("test_loss", "nats", "quality", "summary", "test loss, at the end"),
+    _f("test_ppl", "", "quality", "summary", "exp(test_loss)", "lm"),
+    _f("val_acc", "", "quality", "summary eval", "accuracy on the recalled digits", "copy"),
+    _f("test_acc", "", "quality", "summary", "test accuracy on the recalled digits", "copy"),
+    _f("optimal_ppl", "", "quality", "summary",
+       "the synthetic corpus's true perplexity (its entropy rate): the best any model can do", "synthetic corpus"),
+    # replicas
+    _f("rank_param_sha", "", "replicas", "summary",
+       "a short SHA-256 of the parameters per data-parallel rank after training; equal: replicas agree",
+       "ZeRO stage < 3"),
+    _f("rank_nodes", "", "replicas", "summary", "the Ray node id (host name without Ray) of each rank, last attempt"),
+)
+
+BY_KEY: dict[str, Figure] = {f.key: f for f in FIGURES}
+assert len(BY_KEY) == len(FIGURES), "a key is listed twice"
+
+
+def keys(record: str | None = None, group: str | None = None) -> tuple[str, ...]:
+    """Keys recorded in ``record`` (summary, train, eval) and/or of ``group``, in list order."""
+    return tuple(f.key for f in FIGURES
+                 if (record is None or record in f.records) and (group is None or f.group == group))
+
+
+def unknown_keys(record: str, values: dict) -> list[str]:
+    """The keys of one recorded dict (a summary, or a metrics line of kind ``record``) that
+    the schema does not list for that record."""
+    allowed = set(keys(record))
+    return sorted(k for k in values if k not in allowed)
+
+
+def unit_of(key: str) -> str | None:
+    figure = BY_KEY.get(key)
+    return figure.unit if figure else None
+
+
+def markdown_table(record: str) -> str:
+    """The table of ``docs/records.md`` for one record kind."""
+    lines = ["| key | unit | runs | meaning |", "|---|---|---|---|"]
+    for f in FIGURES:
+        if record in f.records:
+            lines.append(f"| `{f.key}` | {f.unit or '-'} | {f.only or 'all'} | {f.meaning.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+def docs_block(record: str) -> str:
+    """The generated block of docs/records.md, with the markers that delimit it."""
+    return f"<!-- schema:{record} (python -m harness.records.schema) -->\n{markdown_table(record)}\n<!-- /schema -->"
+
+
+if __name__ == "__main__":
+    for kind in RECORD_KINDS:
+        print(docs_block(kind), end="\n\n")
