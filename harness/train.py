@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.list or not args.run:
         for r in runs:
-            print(f"{r['run_id']}  {r['name']}")
+            print(f"{r.run_id}  {r.name}")
         return 0 if args.list else 2
-    matches = [r for r in runs if args.run in (r["run_id"], r["name"])]
+    matches = [r for r in runs if args.run in (r.run_id, r.name)]
     if not matches:
         print(f"error: {args.job_file}: no run named {args.run!r}; see --list", file=sys.stderr)
         return 2
@@ -66,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     spec = matches[0]
-    spec["resources"] = {**spec["resources"], "workers": 1}
+    spec = spec.with_resources(workers=1)
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
         os.environ.setdefault(key, value)
     store = SweepStore(Path(args.results).absolute() / job.name)
-    record = store.run(spec["run_id"])
-    record.write_spec(spec)
+    record = store.run(spec.run_id)
+    record.write_spec(spec.to_json())
     record.set_status("running", reason=None, rank=None)
     # a one-process group through a file: DeepSpeed needs one, and no port is opened
     with tempfile.TemporaryDirectory(prefix="deqbench-local-") as tmp:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = run_training(spec, record.dir, LocalSession(record))
         finally:
             dist.destroy_process_group()
-    print(f"{spec['name']} ({spec['run_id']}): {record.read_status()['state']} -> {record.dir}")
+    print(f"{spec.name} ({spec.run_id}): {record.read_status()['state']} -> {record.dir}")
     return 0 if summary is not None else 1
 
 

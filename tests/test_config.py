@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from harness.sweep import checks
+from harness.run.spec import RunSpec
 from harness.sweep.checks import MIN_FREE_BYTES, check_output_dir, check_resources
 from harness.sweep.config import JobFile, JobFileError, expand_grid, load_job_file
 from harness.run.dsconfig import deepspeed_config, validate_deepspeed
@@ -70,54 +71,54 @@ def test_grid_is_the_product_of_its_axes(tmp_path: Path, quickstart: dict) -> No
     runs = expand(tmp_path, quickstart)
     assert len(runs) == n_cases * n_depths * 3 * 2
     # every combination appears exactly once
-    combos = {(r["task"], r["model"]["depth"]["kind"], r["train"]["seed"], r["train"]["lr"]) for r in runs}
+    combos = {(r.task, r.model["depth"]["kind"], r.train.seed, r.train.lr) for r in runs}
     assert len(combos) == len(runs)
 
 
 def test_no_grid_gives_one_run_named_after_the_sweep(tmp_path: Path) -> None:
     runs = expand(tmp_path, minimal_job())
     assert len(runs) == 1
-    assert runs[0]["name"] == "minimal" and runs[0]["sweep"] == "minimal" and runs[0]["grid"] == {}
+    assert runs[0].name == "minimal" and runs[0].sweep == "minimal" and runs[0].grid == {}
 
 
 def test_cases_axis_sets_several_keys_together(tmp_path: Path, quickstart: dict) -> None:
     runs = expand(tmp_path, quickstart)
     by_label: dict[str, set] = {}
     for r in runs:
-        label = r["grid"]["cases"]["label"]
-        by_label.setdefault(label, set()).add((r["task"], r["data"]["dataset"]))
-        assert r["name"].startswith(label + "_")
+        label = r.grid["cases"]["label"]
+        by_label.setdefault(label, set()).add((r.task, r.data.dataset))
+        assert r.name.startswith(label + "_")
     assert by_label == {"lm": {("lm", "synthetic")}, "copy": {("copy", "copy_memory")}}
 
 
 def test_case_without_label_is_named_from_its_values(tmp_path: Path, quickstart: dict) -> None:
     quickstart["grid"] = {"cases": [{"train.lr": 0.01, "seed": 4}]}
     (run,) = expand(tmp_path, quickstart)
-    assert run["train"]["lr"] == 0.01 and run["train"]["seed"] == 4  # "seed" is train.seed here too
-    assert run["name"] == "lr0.01-s4"
+    assert run.train.lr == 0.01 and run.train.seed == 4  # "seed" is train.seed here too
+    assert run.name == "lr0.01-s4"
 
 
 def test_seed_is_shorthand_for_train_seed(tmp_path: Path, quickstart: dict) -> None:
     quickstart["grid"] = {"seed": [3, 7]}
     runs = expand(tmp_path, quickstart)
-    assert [r["train"]["seed"] for r in runs] == [3, 7]
-    assert [r["name"] for r in runs] == ["s3", "s7"]
+    assert [r.train.seed for r in runs] == [3, 7]
+    assert [r.name for r in runs] == ["s3", "s7"]
     quickstart["grid"] = {"train.seed": [3, 7]}  # the long form does the same
     long_form = expand(tmp_path, quickstart, "long.yaml")
-    assert [(r["train"]["seed"], r["name"]) for r in long_form] == [(3, "s3"), (7, "s7")]
+    assert [(r.train.seed, r.name) for r in long_form] == [(3, "s3"), (7, "s7")]
 
 
 def test_run_names_come_from_labels_and_are_unique(tmp_path: Path, quickstart: dict) -> None:
     runs = expand(tmp_path, quickstart)
-    names = [r["name"] for r in runs]
+    names = [r.name for r in runs]
     assert len(set(names)) == len(names)
     assert {"lm_deq12", "lm_weight_tied4", "lm_checkpointed4", "lm_neural_ode1", "lm_explicit4",
             "copy_deq12"} <= set(names)
 
 
 def test_run_ids_are_stable_across_loads_and_formatting(tmp_path: Path, quickstart: dict) -> None:
-    first = [r["run_id"] for r in expand(tmp_path, quickstart, "a.yaml")]
-    second = [r["run_id"] for r in expand(tmp_path, quickstart, "b.yaml")]
+    first = [r.run_id for r in expand(tmp_path, quickstart, "a.yaml")]
+    second = [r.run_id for r in expand(tmp_path, quickstart, "b.yaml")]
     assert first == second
     assert all(len(i) == 10 and int(i, 16) >= 0 for i in first)
     # the same job written with its keys in another order, and a new description: same runs
@@ -126,7 +127,7 @@ def test_run_ids_are_stable_across_loads_and_formatting(tmp_path: Path, quicksta
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(reordered, sort_keys=True), encoding="utf-8")
     job, _ = load_job_file(path)
-    assert [r["run_id"] for r in expand_grid(job, path)] == first
+    assert [r.run_id for r in expand_grid(job, path)] == first
 
 
 def _set(dotted: str, value: Any) -> Callable[[dict], None]:
@@ -147,18 +148,18 @@ def _set(dotted: str, value: Any) -> Callable[[dict], None]:
 ], ids=["lr", "steps", "seed", "d_model", "dropout", "seq_len", "data_dir", "workers", "clipping", "zero"])
 def test_run_ids_change_when_any_spec_value_changes(tmp_path: Path, quickstart: dict,
                                                     change: Callable[[dict], None]) -> None:
-    before = {r["name"]: r["run_id"] for r in expand(tmp_path, quickstart, "before.yaml")}
+    before = {r.name: r.run_id for r in expand(tmp_path, quickstart, "before.yaml")}
     changed = copy.deepcopy(quickstart)
     change(changed)
-    after = {r["name"]: r["run_id"] for r in expand(tmp_path, changed, "after.yaml")}
+    after = {r.name: r.run_id for r in expand(tmp_path, changed, "after.yaml")}
     assert after.keys() == before.keys()
     assert all(after[name] != before[name] for name in before)
 
 
 def test_one_grid_value_changes_one_run_id(tmp_path: Path, quickstart: dict) -> None:
-    before = {r["name"]: r["run_id"] for r in expand(tmp_path, quickstart, "before.yaml")}
+    before = {r.name: r.run_id for r in expand(tmp_path, quickstart, "before.yaml")}
     quickstart["grid"]["model.depth"][1]["layers"] = 6  # weight_tied 4 -> 6
-    after = {r["name"]: r["run_id"] for r in expand(tmp_path, quickstart, "after.yaml")}
+    after = {r.name: r.run_id for r in expand(tmp_path, quickstart, "after.yaml")}
     unchanged = {n for n in before if n in after and before[n] == after[n]}
     assert unchanged == set(before) - {"lm_weight_tied4", "copy_weight_tied4"}
     assert "lm_weight_tied6" in after
@@ -188,16 +189,16 @@ def test_grid_value_that_breaks_the_schema_names_the_run(tmp_path: Path, quickst
 
 def test_defaults_are_filled_in(tmp_path: Path) -> None:
     (run,) = expand(tmp_path, minimal_job())
-    res = run["resources"]
-    assert (res["workers"], res["cpus_per_worker"], res["gpus_per_worker"], res["max_failures"],
-            res["max_concurrent_runs"]) == (1, 1, 0, 1, None)
-    train = run["train"]
-    assert (train["lr"], train["lr_schedule"], train["warmup_steps"], train["seed"], train["precision"]) == \
+    res = run.resources
+    assert (res.workers, res.cpus_per_worker, res.gpus_per_worker, res.max_failures,
+            res.max_concurrent_runs) == (1, 1, 0, 1, None)
+    train = run.train
+    assert (train.lr, train.lr_schedule, train.warmup_steps, train.seed, train.precision) == \
         (1e-3, "cosine", 0, 0, "auto")
-    assert (train["measure_warmup"], train["measure_steps"], train["eval_interval"]) == (2, 5, 0)
-    assert run["data"] == {"dataset": "synthetic", "data_dir": None, "seq_len": 32, "blank_len": 50,
+    assert (train.measure_warmup, train.measure_steps, train.eval_interval) == (2, 5, 0)
+    assert run.data.model_dump() == {"dataset": "synthetic", "data_dir": None, "seq_len": 32, "blank_len": 50,
                            "n_digits": 10}
-    assert run["deepspeed"] == {}
+    assert run.deepspeed.model_dump() == {}
 
 
 def test_defaults_match_the_schema_declaration(tmp_path: Path) -> None:
@@ -206,7 +207,7 @@ def test_defaults_match_the_schema_declaration(tmp_path: Path) -> None:
         model = JobFile.model_fields[section].annotation
         for field_name, field in model.model_fields.items():
             if not field.is_required():
-                assert run[section][field_name] == field.default, f"{section}.{field_name}"
+                assert getattr(getattr(run, section), field_name) == field.default, f"{section}.{field_name}"
 
 
 @pytest.mark.parametrize("warmup, measure, steps, ok", [
@@ -217,7 +218,7 @@ def test_measured_steps_must_fit_in_steps(tmp_path: Path, warmup: int, measure: 
     raw["train"].update(steps=steps, measure_warmup=warmup, measure_steps=measure)
     if ok:
         (run,) = expand(tmp_path, raw)
-        assert run["train"]["steps"] == steps
+        assert run.train.steps == steps
         return
     with pytest.raises(JobFileError) as info:
         expand(tmp_path, raw)
@@ -269,7 +270,7 @@ def test_job_deepspeed_keys_override_the_defaults(tmp_path: Path) -> None:
     assert cfg["optimizer"]["type"] == "AdamW" and cfg["optimizer"]["params"]["lr"] == 0.05
     assert cfg["optimizer"]["params"]["betas"] == [0.9, 0.999]
     # the micro-batch still comes from train.batch_size
-    assert cfg["train_micro_batch_size_per_gpu"] == spec["train"]["batch_size"]
+    assert cfg["train_micro_batch_size_per_gpu"] == spec.train.batch_size
 
 
 def test_job_precision_section_wins_over_auto(tmp_path: Path) -> None:
@@ -331,8 +332,10 @@ def node(cpu: float, gpu: float = 0, alive: bool = True) -> dict:
     return {"NodeID": "x" * 56, "Alive": alive, "NodeManagerAddress": "127.0.0.1", "Resources": resources}
 
 
-def resource_spec(workers: int, cpus: float, gpus: float = 0) -> dict:
-    return {"name": "run", "resources": {"workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": gpus}}
+def resource_spec(workers: int, cpus: float, gpus: float = 0) -> RunSpec:
+    return RunSpec(run_id="r", name="run", sweep="s", task="lm", data={"dataset": "synthetic"}, model={},
+                   train={"steps": 10, "batch_size": 2}, deepspeed={},
+                   resources={"workers": workers, "cpus_per_worker": cpus, "gpus_per_worker": gpus})
 
 
 CLUSTER = [node(4), node(8, gpu=1), node(64, alive=False)]

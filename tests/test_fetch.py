@@ -316,50 +316,46 @@ def test_the_registry_checksum_applies_to_a_mirror(server: Served, wiki_zip: byt
     assert not dest.exists()
 
 
+def _drop_then_rerun(server: Served, capsys, tmp_path: Path, *, dataset: str, folder: str, path: str,
+                     archive: bytes, cut: int, honour_range: bool) -> tuple[str, str, tuple]:
+    """Fetch ``dataset`` from ``path``; the connection drops after ``cut`` bytes, then a
+    rerun (with the server honouring Range or not). Returns the first run's error output,
+    the rerun's, and the rerun's last request."""
+    server.files[path] = archive
+    dest = tmp_path / folder
+    argv = [dataset, "--dest", str(dest), "--url", server.url(path), "--sha256", sha(archive)]
+    server.drop_after = cut
+    assert main(argv) == 1
+    _, first = capsys.readouterr()
+    assert not dest.exists()
+    assert (tmp_path / f"{folder}.download" / f"{Path(path).name}.part").read_bytes() == archive[:cut]
+    server.honour_range = honour_range
+    assert main(argv) == 0
+    _, again = capsys.readouterr()
+    assert leftovers(tmp_path, dest) == []
+    return first, again, server.requests[-1]
+
+
 def test_a_dropped_connection_keeps_the_partial_and_a_rerun_resumes_it(server: Served, ptb_tgz: bytes,
                                                                        tmp_path: Path, capsys) -> None:
-    server.files["/simple-examples.tgz"] = ptb_tgz
-    url = server.url("/simple-examples.tgz")
-    dest = tmp_path / "ptb"
-    argv = ["ptb", "--dest", str(dest), "--url", url, "--sha256", sha(ptb_tgz)]
     cut = len(ptb_tgz) // 3
-    server.drop_after = cut
-    code = main(argv)
-    _, err = capsys.readouterr()
-    assert code == 1 and "Traceback" not in err
-    [line] = error_lines(err)
-    assert "interrupted" in line and "rerun" in line and url in line
-    assert not dest.exists()
-    partial = tmp_path / "ptb.download" / "simple-examples.tgz.part"
-    assert partial.read_bytes() == ptb_tgz[:cut]
-
-    assert main(argv) == 0
-    _, err = capsys.readouterr()
-    assert server.requests[-1] == ("/simple-examples.tgz", f"bytes={cut}-", 206)
-    assert "resuming" in err
-    assert_same_files(dest, SAMPLES / "ptb", PTB_FILES)
-    assert leftovers(tmp_path, dest) == []
+    first, again, last = _drop_then_rerun(server, capsys, tmp_path, dataset="ptb", folder="ptb",
+                                          path="/simple-examples.tgz", archive=ptb_tgz, cut=cut,
+                                          honour_range=True)
+    assert "Traceback" not in first
+    [line] = error_lines(first)
+    assert "interrupted" in line and "rerun" in line and server.url("/simple-examples.tgz") in line
+    assert last == ("/simple-examples.tgz", f"bytes={cut}-", 206) and "resuming" in again
+    assert_same_files(tmp_path / "ptb", SAMPLES / "ptb", PTB_FILES)
 
 
 def test_a_rerun_restarts_cleanly_when_the_server_ignores_range(server: Served, wiki_zip: bytes,
                                                                 tmp_path: Path, capsys) -> None:
-    server.files["/wikitext-103-v1.zip"] = wiki_zip
-    dest = tmp_path / "wikitext-103"
-    argv = ["wikitext103", "--dest", str(dest), "--url", server.url("/wikitext-103-v1.zip"),
-            "--sha256", sha(wiki_zip)]
     cut = len(wiki_zip) // 2
-    server.drop_after = cut
-    assert main(argv) == 1
-    assert not dest.exists()
-    assert (tmp_path / "wikitext-103.download" / "wikitext-103-v1.zip.part").stat().st_size == cut
-    server.honour_range = False
-    capsys.readouterr()
-    assert main(argv) == 0
-    _, err = capsys.readouterr()
-    assert server.requests[-1] == ("/wikitext-103-v1.zip", f"bytes={cut}-", 200)
-    assert "from the start" in err
-    assert_same_files(dest, SAMPLES / "wikitext103", WIKI_FILES)
-    assert leftovers(tmp_path, dest) == []
+    _, again, last = _drop_then_rerun(server, capsys, tmp_path, dataset="wikitext103", folder="wikitext-103",
+                                      path="/wikitext-103-v1.zip", archive=wiki_zip, cut=cut, honour_range=False)
+    assert last == ("/wikitext-103-v1.zip", f"bytes={cut}-", 200) and "from the start" in again
+    assert_same_files(tmp_path / "wikitext-103", SAMPLES / "wikitext103", WIKI_FILES)
 
 
 def test_a_partial_file_that_is_already_whole_is_not_downloaded_again(server: Served, ptb_tgz: bytes,
@@ -433,24 +429,26 @@ def test_only_the_named_members_are_written_by_their_names(server: Served, tmp_p
 
     linked = make_ptb_tgz(skip=("ptb.valid.txt",),
                           extra=[("./simple-examples/data/ptb.valid.txt", None, tarfile.SYMTYPE, "/etc/passwd")])
-    server.files["/b.tgz"] = linked
     dest2 = work / "ptb2"
-    code = main(["ptb", "--dest", str(dest2), "--url", server.url("/b.tgz"), "--sha256", sha(linked), "--quiet"])
-    _, err = capsys.readouterr()
-    assert code == 1
-    [line] = err.splitlines()
+    line = _refused_in_one_line(server, capsys, linked, dest2)
     assert "ptb.valid.txt" in line and "not a regular file" in line
     assert not dest2.exists() and not [p for p in work.iterdir() if p.name.startswith(".ptb2.unpack-")]
 
 
-def test_an_archive_without_the_members_is_refused(server: Served, tmp_path: Path, capsys) -> None:
-    partial = make_ptb_tgz(skip=("ptb.test.txt",))
-    server.files["/c.tgz"] = partial
-    dest = tmp_path / "ptb"
-    code = main(["ptb", "--dest", str(dest), "--url", server.url("/c.tgz"), "--sha256", sha(partial), "--quiet"])
+def _refused_in_one_line(server: Served, capsys, archive: bytes, dest: Path) -> str:
+    """Fetch PTB from ``archive`` into ``dest``: it must fail (exit 1) with one line; returns it."""
+    server.files["/refused.tgz"] = archive
+    code = main(["ptb", "--dest", str(dest), "--url", server.url("/refused.tgz"), "--sha256", sha(archive),
+                 "--quiet"])
     _, err = capsys.readouterr()
     assert code == 1
     [line] = err.splitlines()
+    return line
+
+
+def test_an_archive_without_the_members_is_refused(server: Served, tmp_path: Path, capsys) -> None:
+    dest = tmp_path / "ptb"
+    line = _refused_in_one_line(server, capsys, make_ptb_tgz(skip=("ptb.test.txt",)), dest)
     assert "simple-examples/data/ptb.test.txt" in line
     assert not dest.exists() and leftovers(tmp_path, dest) == []
 

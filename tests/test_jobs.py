@@ -18,16 +18,16 @@ def test_shipped_job_file_is_valid(path):
     assert runs and job.name == path.stem
     counts = checks.check_models(runs, path)  # builds every model on the meta device
     checks.check_deepspeed(runs, path)
-    assert set(counts) == {r["run_id"] for r in runs}
+    assert set(counts) == {r.run_id for r in runs}
 
 
 def test_quickstart_covers_every_strategy_on_both_tasks():
     job, _ = load_job_file(JOBS[0].with_name("quickstart.yaml"))
     runs = expand_grid(job)
-    pairs = {(r["task"], r["model"]["depth"]["kind"]) for r in runs}
+    pairs = {(r.task, r.model["depth"]["kind"]) for r in runs}
     strategies = {"deq", "weight_tied", "checkpointed", "neural_ode", "explicit"}
     assert pairs == {(t, s) for t in ("lm", "copy") for s in strategies}
-    assert all(r["resources"]["workers"] == 2 for r in runs)
+    assert all(r.resources.workers == 2 for r in runs)
 
 
 def test_wt103_sweep_matches_non_embedding_parameters():
@@ -36,8 +36,8 @@ def test_wt103_sweep_matches_non_embedding_parameters():
     runs = expand_grid(job, path)
     counts = checks.check_models(runs, path)
     for size in ("small", "medium"):
-        group = [counts[r["run_id"]]["non_embedding"] for r in runs if r["name"].startswith(size)]
+        group = [counts[r.run_id]["non_embedding"] for r in runs if r.name.startswith(size)]
         assert len(group) == 5
         assert max(group) / min(group) < 1.01, (size, group)  # matched within 1%
-    assert {r["data"]["seq_len"] for r in runs} == {150}
-    assert all(r["model"]["adaptive_softmax"] for r in runs)
+    assert {r.data.seq_len for r in runs} == {150}
+    assert all(r.model["adaptive_softmax"] for r in runs)

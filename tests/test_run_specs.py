@@ -31,9 +31,9 @@ def test_values_are_yaml_and_keys_follow_the_file_as_written():
 
 def test_overrides_change_run_ids_and_are_validated_like_the_file():
     job, _ = load_job_file(QUICKSTART)
-    base = {r["name"]: r["run_id"] for r in expand_grid(job)}
+    base = {r.name: r.run_id for r in expand_grid(job)}
     job2, _ = load_job_file(QUICKSTART, ["train.steps=41"])
-    changed = {r["name"]: r["run_id"] for r in expand_grid(job2)}
+    changed = {r.name: r.run_id for r in expand_grid(job2)}
     assert base.keys() == changed.keys() and all(base[k] != changed[k] for k in base)
     with pytest.raises(JobFileError) as err:
         load_job_file(QUICKSTART, ["train.steps=many"])
@@ -65,11 +65,11 @@ def test_relative_data_dir_resolved_against_the_given_folder_run_id_independent(
     job, _ = load_job_file(QUICKSTART)
     here = expand_grid(job, base_dir=tmp_path)
     there = expand_grid(job, base_dir=tmp_path / "elsewhere")
-    lm = [r for r in here if r["task"] == "lm"]
-    assert lm and all(r["data"]["data_dir"] == str(tmp_path / "data" / "synthetic") for r in lm)
-    assert [r["run_id"] for r in here] == [r["run_id"] for r in there]  # ids from the file as written
+    lm = [r for r in here if r.task == "lm"]
+    assert lm and all(r.data.data_dir == str(tmp_path / "data" / "synthetic") for r in lm)
+    assert [r.run_id for r in here] == [r.run_id for r in there]  # ids from the file as written
     job_abs, _ = load_job_file(QUICKSTART, [f"data.data_dir={tmp_path / 'abs'}"])
-    assert {r["data"]["data_dir"] for r in expand_grid(job_abs, base_dir="/nowhere") if r["task"] == "lm"} \
+    assert {r.data.data_dir for r in expand_grid(job_abs, base_dir="/nowhere") if r.task == "lm"} \
         == {str(tmp_path / "abs")}
 
 
@@ -110,12 +110,12 @@ def test_run_names_unique_within_a_sweep_and_shipped_names_kept(tmp_path):
     depths = [{"kind": "deq", "max_iter": 12, "tol": 1e-3}, {"kind": "deq", "max_iter": 12, "tol": 1e-4},
               {"kind": "deq", "max_iter": 12, "tol": 1e-4, "solver": "anderson"},
               {"kind": "weight_tied", "layers": 4}]
-    names = [r["name"] for r in expand_grid(_job_with_depths(tmp_path, depths, seeds=(0, 1)))]
+    names = [r.name for r in expand_grid(_job_with_depths(tmp_path, depths, seeds=(0, 1)))]
     assert len(set(names)) == len(names) == 8
     assert "deq12_s0-tol0.001" in names and "deq12_s1-solveranderson-tol0.0001" in names
     assert "weight_tied4_s0" in names  # a name that was unique is left alone
     job, _ = load_job_file(QUICKSTART)
-    assert {r["name"] for r in expand_grid(job)} >= {"lm_deq12", "copy_explicit4"}
+    assert {r.name for r in expand_grid(job)} >= {"lm_deq12", "copy_explicit4"}
 
 
 def test_run_names_unique_for_any_grid(tmp_path):
@@ -134,7 +134,7 @@ def test_run_names_unique_for_any_grid(tmp_path):
             runs = expand_grid(_job_with_depths(tmp_path, depths))
         except JobFileError:
             return  # two points that validate to the same run are refused, as they should be
-        names = [r["name"] for r in runs]
+        names = [r.name for r in runs]
         assert len(set(names)) == len(names), names
 
     check()
@@ -145,7 +145,11 @@ def test_worker_path_check_names_the_node_and_the_path(tmp_path):
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    spec = {"task": "lm", "data": {"dataset": "ptb", "data_dir": str(tmp_path / "nowhere" / "ptb")}}
+    from harness.run.spec import DataSection, RunSpec
+
+    spec = RunSpec(run_id="r", name="r", sweep="s", task="lm", model={},
+                   data={"dataset": "ptb", "data_dir": str(tmp_path / "nowhere" / "ptb")},
+                   train={"steps": 10, "batch_size": 2}, resources={}, deepspeed={})
     with pytest.raises(WorkerPathError) as err:  # no spec.json: the run folder is not this one
         check_worker_paths(spec, run_dir)
     assert "on node" in str(err.value) and str(run_dir) in str(err.value)
@@ -154,9 +158,9 @@ def test_worker_path_check_names_the_node_and_the_path(tmp_path):
         check_worker_paths(spec, run_dir)
     msg = str(err.value)
     assert "on node" in msg and str(tmp_path / "nowhere" / "ptb") in msg and "\n" not in msg
-    spec["data"] = {"dataset": "synthetic", "data_dir": str(tmp_path / "empty")}
+    spec = spec.model_copy(update={"data": DataSection(dataset="synthetic", data_dir=str(tmp_path / "empty"))})
     with pytest.raises(WorkerPathError, match="holds no corpus"):  # never generated on a worker
         check_worker_paths(spec, run_dir)
     assert not (tmp_path / "empty").exists()
-    spec["data"] = {"dataset": "ptb", "data_dir": str(REPO / "tests" / "data" / "ptb")}
+    spec = spec.model_copy(update={"data": DataSection(dataset="ptb", data_dir=str(REPO / "tests" / "data" / "ptb"))})
     check_worker_paths(spec, run_dir)  # present: no error

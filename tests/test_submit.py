@@ -19,32 +19,32 @@ def _sweep(tmp_path):
 
 def test_open_sweep_writes_meta_job_and_pending_runs(tmp_path):
     job, text, runs, store = _sweep(tmp_path)
-    assert store.read_meta()["run_ids"] == [r["run_id"] for r in runs]
+    assert store.read_meta()["run_ids"] == [r.run_id for r in runs]
     assert store.job_text() == text
-    assert {store.run(r["run_id"]).read_status()["state"] for r in runs} == {"pending"}
-    assert store.run(runs[0]["run_id"]).read_spec() == runs[0]
+    assert {store.run(r.run_id).read_status()["state"] for r in runs} == {"pending"}
+    assert store.run(runs[0].run_id).read_spec() == runs[0].to_json()
 
 
 def test_finished_runs_skipped_failed_only_with_retry(tmp_path):
     _, _, runs, store = _sweep(tmp_path)
-    store.run(runs[0]["run_id"]).set_status("finished")
-    store.run(runs[1]["run_id"]).set_status("failed", reason="Diverged: non-finite loss (nan) at step 3")
-    store.run(runs[2]["run_id"]).set_status("running", step=8)  # interrupted: resumes
-    todo = [r["run_id"] for r in runs_to_do(store, runs, retry_failed=False)]
-    assert runs[0]["run_id"] not in todo and runs[1]["run_id"] not in todo
-    assert runs[2]["run_id"] in todo and len(todo) == len(runs) - 2
-    retry = [r["run_id"] for r in runs_to_do(store, runs, retry_failed=True)]
-    assert runs[1]["run_id"] in retry and runs[0]["run_id"] not in retry
+    store.run(runs[0].run_id).set_status("finished")
+    store.run(runs[1].run_id).set_status("failed", reason="Diverged: non-finite loss (nan) at step 3")
+    store.run(runs[2].run_id).set_status("running", step=8)  # interrupted: resumes
+    todo = [r.run_id for r in runs_to_do(store, runs, retry_failed=False)]
+    assert runs[0].run_id not in todo and runs[1].run_id not in todo
+    assert runs[2].run_id in todo and len(todo) == len(runs) - 2
+    retry = [r.run_id for r in runs_to_do(store, runs, retry_failed=True)]
+    assert runs[1].run_id in retry and runs[0].run_id not in retry
 
 
 def test_reopening_keeps_states_and_fresh_moves_the_old_folder_aside(tmp_path):
     job, text, runs, store = _sweep(tmp_path)
-    store.run(runs[0]["run_id"]).set_status("finished")
+    store.run(runs[0].run_id).set_status("finished")
     again = open_sweep(tmp_path, job, text, runs, str(QUICKSTART), fresh=False)
-    assert again.run(runs[0]["run_id"]).read_status()["state"] == "finished"
+    assert again.run(runs[0].run_id).read_status()["state"] == "finished"
     fresh = open_sweep(tmp_path, job, text, runs, str(QUICKSTART), fresh=True)
     assert fresh.dir == store.dir
-    assert fresh.run(runs[0]["run_id"]).read_status()["state"] == "pending"
+    assert fresh.run(runs[0].run_id).read_status()["state"] == "pending"
     archived = [p for p in tmp_path.iterdir() if p.name.startswith(f"{job.name}-")]
     assert len(archived) == 1
-    assert SweepStore(archived[0]).run(runs[0]["run_id"]).read_status()["state"] == "finished"
+    assert SweepStore(archived[0]).run(runs[0].run_id).read_status()["state"] == "finished"

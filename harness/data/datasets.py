@@ -65,6 +65,11 @@ def register_dataset(info: DatasetInfo) -> DatasetInfo:
     return info
 
 
+def _members_under(folder: str, names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(archive member, file name) pairs for files stored under ``folder`` in an archive."""
+    return tuple((folder + name, name) for name in names)
+
+
 register_dataset(DatasetInfo(
     name="wikitext103",
     layouts=(("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
@@ -79,9 +84,7 @@ register_dataset(DatasetInfo(
     # "wikitext-103-v1", "download_checksums" (num_bytes 190229076).
     archive_sha256="242ba0f20b329cfdf1ccc61e9e9e5b59becf189db7f7a81cd2a0e2fc31539590",
     archive_size=190_229_076,
-    archive_members=(("wikitext-103/wiki.train.tokens", "wiki.train.tokens"),
-                     ("wikitext-103/wiki.valid.tokens", "wiki.valid.tokens"),
-                     ("wikitext-103/wiki.test.tokens", "wiki.test.tokens")),
+    archive_members=_members_under("wikitext-103/", ("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens")),
     default_dir="data/wikitext-103",  # jobs/wt103_sweep.yaml
 ))
 register_dataset(DatasetInfo(
@@ -100,9 +103,7 @@ register_dataset(DatasetInfo(
     archive_sha256=None,
     archive_size=34_869_662,
     archive_md5="30177ea32e27c525793142b6bf2c8e2d",
-    archive_members=(("simple-examples/data/ptb.train.txt", "ptb.train.txt"),
-                     ("simple-examples/data/ptb.valid.txt", "ptb.valid.txt"),
-                     ("simple-examples/data/ptb.test.txt", "ptb.test.txt")),
+    archive_members=_members_under("simple-examples/data/", ("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt")),
     default_dir="data/ptb",  # jobs/ptb_sweep.yaml
 ))
 register_dataset(DatasetInfo(

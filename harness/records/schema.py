@@ -30,97 +30,146 @@ class Figure:
     only: str = ""                 # which runs have it; "" = every run
 
 
-def _f(key: str, unit: str, group: str, records: str, meaning: str, only: str = "") -> Figure:
-    return Figure(key, unit, group, tuple(records.split()), meaning, only)
+# One row per figure; a row whose key is empty continues the meaning above it. "-" is empty.
+_TABLE = """
+key                     | unit     | group    | records       | only                    | meaning
+kind                    | -        | record   | train eval    | -                       | `train` or `eval`
+step                    | count    | record   | train eval    | -                       | the global training step the line
+                        |          |          |               |                         | belongs to
+elapsed_s               | s        | time     | train eval    | -                       | seconds since this attempt's
+                        |          |          |               |                         | training started
+run_id                  | -        | identity | summary       | -                       | hash of the run spec (stable
+                        |          |          |               |                         | across submissions)
+sweep                   | -        | identity | summary       | -                       | the job file's name
+name                    | -        | identity | summary       | -                       | the grid labels joined; unique
+                        |          |          |               |                         | within a sweep
+task                    | -        | identity | summary       | -                       | `lm` or `copy`
+dataset                 | -        | identity | summary       | -                       | the corpus (`synthetic`, `ptb`,
+                        |          |          |               |                         | `wikitext103`, `copy_memory`)
+cell                    | -        | identity | summary       | -                       | the cell (`transformer`,
+                        |          |          |               |                         | `trellisnet`)
+strategy                | -        | identity | summary       | -                       | the depth strategy (`deq`,
+                        |          |          |               |                         | `weight_tied`, ...)
+depth                   | count    | identity | summary       | -                       | the strategy's size: layers, or
+                        |          |          |               |                         | max_iter for deq, or ODE steps
+                        |          |          |               |                         | (models.depth_size)
+seed                    | count    | identity | summary       | -                       | train.seed
+world_size              | count    | identity | summary       | -                       | data-parallel workers
+device                  | -        | identity | summary       | -                       | the accelerator's name, or `cpu`
+params_total            | count    | size     | summary       | -                       | parameters in all
+params_embedding        | count    | size     | summary       | -                       | parameters of the token embedding
+params_non_embedding    | count    | size     | summary       | -                       | parameters besides the embedding
+activation_bytes        | bytes    | memory   | summary       | -                       | bytes of tensors saved for
+                        |          |          |               |                         | backward during one training
+                        |          |          |               |                         | forward (unique storages,
+                        |          |          |               |                         | parameters excluded); the same on
+                        |          |          |               |                         | any device up to a few auxiliary
+                        |          |          |               |                         | bytes of some CUDA kernels; shows
+                        |          |          |               |                         | O(1) against O(L); a DEQ with a
+                        |          |          |               |                         | warm-up is measured in equilibrium
+                        |          |          |               |                         | mode
+activation_bytes_warmup | bytes    | memory   | summary       | deq with pretrain_steps | activation_bytes of a DEQ in its
+                        |          |          |               |                         | weight-tied warm-up mode (null for
+                        |          |          |               |                         | every other run)
+peak_mem_bytes          | bytes    | memory   | summary train | -                       | CUDA: max_memory_allocated over
+                        |          |          |               |                         | the timed steps; CPU: peak RSS
+                        |          |          |               |                         | growth over them
+static_mem_bytes        | bytes    | memory   | summary       | -                       | parameters + gradients + optimizer
+                        |          |          |               |                         | state
+step_time_s             | s        | speed    | summary train | -                       | one training step, device
+                        |          |          |               |                         | synchronised; summary: median over
+                        |          |          |               |                         | the timed steps after warm-up
+                        |          |          |               |                         | (measure_steps after
+                        |          |          |               |                         | measure_warmup), train line: mean
+                        |          |          |               |                         | since the last line
+fwd_time_s              | s        | speed    | summary       | -                       | the forward part of step_time_s
+                        |          |          |               |                         | (median); includes the DEQ solve
+bwd_time_s              | s        | speed    | summary       | -                       | the backward part of step_time_s
+                        |          |          |               |                         | (median); includes the adjoint
+                        |          |          |               |                         | solve
+solver_time_s           | s        | speed    | summary       | deq                     | the DEQ's forward solve, part of
+                        |          |          |               |                         | fwd_time_s (median)
+tokens_per_s            | tokens/s | speed    | summary train | -                       | tokens processed per second across
+                        |          |          |               |                         | all data-parallel workers
+lr                      | -        | speed    | train         | -                       | the learning rate at that step
+wall_time_s             | s        | speed    | summary       | -                       | the run's training time, summed
+                        |          |          |               |                         | over its attempts (time waiting
+                        |          |          |               |                         | between attempts excluded)
+steps                   | count    | speed    | summary       | -                       | training steps (train.steps)
+attempt_wall_s          | s        | time     | summary       | -                       | each attempt's time (a list)
+attempts                | count    | time     | summary       | -                       | how many times the workers started
+                        |          |          |               |                         | this run
+nfe                     | count    | depth    | summary train | -                       | cell evaluations per forward: L
+                        |          |          |               |                         | for weight-tied; for DEQ the
+                        |          |          |               |                         | solver's steps plus the
+                        |          |          |               |                         | evaluations that build the
+                        |          |          |               |                         | differentiable output; ODE
+                        |          |          |               |                         | function evaluations
+fwd_nstep               | count    | depth    | train         | deq                     | forward solver iterations (mean
+                        |          |          |               |                         | since the last line)
+fwd_abs_res             | -        | depth    | train         | deq                     | forward solver absolute residual
+                        |          |          |               |                         | ||f(z)-z|| (mean)
+fwd_rel_res             | -        | depth    | train         | deq                     | forward solver relative residual
+                        |          |          |               |                         | ||f(z)-z||/||f(z)|| (mean)
+bwd_nstep               | count    | depth    | train         | deq, grad ift           | adjoint (backward) solver
+                        |          |          |               |                         | iterations (mean)
+bwd_res                 | -        | depth    | train         | deq, grad ift           | adjoint solver relative residual
+                        |          |          |               |                         | (mean)
+fwd_nstep_mean          | count    | depth    | summary       | deq                     | forward solver iterations, mean
+                        |          |          |               |                         | over steps and ranks
+fwd_nstep_max           | count    | depth    | summary       | deq                     | forward solver iterations, the
+                        |          |          |               |                         | most of any step
+fwd_abs_res_mean        | -        | depth    | summary       | deq                     | forward absolute residual, mean of
+                        |          |          |               |                         | the batch means
+fwd_abs_res_max         | -        | depth    | summary       | deq                     | forward absolute residual, largest
+                        |          |          |               |                         | per-sample value
+fwd_rel_res_mean        | -        | depth    | summary       | deq                     | forward relative residual, mean of
+                        |          |          |               |                         | the batch means
+fwd_rel_res_max         | -        | depth    | summary       | deq                     | forward relative residual, largest
+                        |          |          |               |                         | per-sample value
+bwd_nstep_mean          | count    | depth    | summary       | deq, grad ift           | adjoint solver iterations, mean
+bwd_nstep_max           | count    | depth    | summary       | deq, grad ift           | adjoint solver iterations, the
+                        |          |          |               |                         | most
+bwd_res_mean            | -        | depth    | summary       | deq, grad ift           | adjoint relative residual, mean of
+                        |          |          |               |                         | the batch means
+bwd_res_max             | -        | depth    | summary       | deq, grad ift           | adjoint relative residual, largest
+                        |          |          |               |                         | per-sample value
+loss                    | nats     | quality  | train         | -                       | training loss (mean token NLL
+                        |          |          |               |                         | since the last line)
+train_loss              | nats     | quality  | summary       | -                       | the last train line's loss
+val_loss                | nats     | quality  | summary eval  | -                       | validation loss (mean token NLL;
+                        |          |          |               |                         | copy: recalled digits)
+val_ppl                 | -        | quality  | summary eval  | lm                      | exp(val_loss)
+test_loss               | nats     | quality  | summary       | -                       | test loss, at the end
+test_ppl                | -        | quality  | summary       | lm                      | exp(test_loss)
+val_acc                 | -        | quality  | summary eval  | copy                    | accuracy on the recalled digits
+test_acc                | -        | quality  | summary       | copy                    | test accuracy on the recalled
+                        |          |          |               |                         | digits
+optimal_ppl             | -        | quality  | summary       | synthetic corpus        | the synthetic corpus's true
+                        |          |          |               |                         | perplexity (its entropy rate): the
+                        |          |          |               |                         | best any model can do
+rank_param_sha          | -        | replicas | summary       | ZeRO stage < 3          | a short SHA-256 of the parameters
+                        |          |          |               |                         | per data-parallel rank after
+                        |          |          |               |                         | training; equal: replicas agree
+rank_nodes              | -        | replicas | summary       | -                       | the Ray node id (host name without
+                        |          |          |               |                         | Ray) of each rank, last attempt
+"""
 
 
-DEQ = "deq"
-FIGURES: tuple[Figure, ...] = (
-    # a metrics.jsonl line's own fields
-    _f("kind", "", "record", "train eval", "`train` or `eval`"),
-    _f("step", "count", "record", "train eval", "the global training step the line belongs to"),
-    _f("elapsed_s", "s", "time", "train eval", "seconds since this attempt's training started"),
-    # identity
-    _f("run_id", "", "identity", "summary", "hash of the run spec (stable across submissions)"),
-    _f("sweep", "", "identity", "summary", "the job file's name"),
-    _f("name", "", "identity", "summary", "the grid labels joined; unique within a sweep"),
-    _f("task", "", "identity", "summary", "`lm` or `copy`"),
-    _f("dataset", "", "identity", "summary", "the corpus (`synthetic`, `ptb`, `wikitext103`, `copy_memory`)"),
-    _f("cell", "", "identity", "summary", "the cell (`transformer`, `trellisnet`)"),
-    _f("strategy", "", "identity", "summary", "the depth strategy (`deq`, `weight_tied`, ...)"),
-    _f("depth", "count", "identity", "summary",
-       "the strategy's size: layers, or max_iter for deq, or ODE steps (models.depth_size)"),
-    _f("seed", "count", "identity", "summary", "train.seed"),
-    _f("world_size", "count", "identity", "summary", "data-parallel workers"),
-    _f("device", "", "identity", "summary", "the accelerator's name, or `cpu`"),
-    # size
-    _f("params_total", "count", "size", "summary", "parameters in all"),
-    _f("params_embedding", "count", "size", "summary", "parameters of the token embedding"),
-    _f("params_non_embedding", "count", "size", "summary", "parameters besides the embedding"),
-    # memory
-    _f("activation_bytes", "bytes", "memory", "summary",
-       "bytes of tensors saved for backward during one training forward (unique storages, parameters "
-       "excluded); the same on any device up to a few auxiliary bytes of some CUDA kernels; shows O(1) "
-       "against O(L); a DEQ with a warm-up is measured in equilibrium mode"),
-    _f("activation_bytes_warmup", "bytes", "memory", "summary",
-       "activation_bytes of a DEQ in its weight-tied warm-up mode (null for every other run)",
-       "deq with pretrain_steps"),
-    _f("peak_mem_bytes", "bytes", "memory", "summary train",
-       "CUDA: max_memory_allocated over the timed steps; CPU: peak RSS growth over them"),
-    _f("static_mem_bytes", "bytes", "memory", "summary", "parameters + gradients + optimizer state"),
-    # speed
-    _f("step_time_s", "s", "speed", "summary train",
-       "one training step, device synchronised; summary: median over the timed steps after warm-up "
-       "(measure_steps after measure_warmup), train line: mean since the last line"),
-    _f("fwd_time_s", "s", "speed", "summary", "the forward part of step_time_s (median); includes the DEQ solve"),
-    _f("bwd_time_s", "s", "speed", "summary", "the backward part of step_time_s (median); includes the adjoint solve"),
-    _f("solver_time_s", "s", "speed", "summary", "the DEQ's forward solve, part of fwd_time_s (median)", DEQ),
-    _f("tokens_per_s", "tokens/s", "speed", "summary train",
-       "tokens processed per second across all data-parallel workers"),
-    _f("lr", "", "speed", "train", "the learning rate at that step"),
-    _f("wall_time_s", "s", "speed", "summary",
-       "the run's training time, summed over its attempts (time waiting between attempts excluded)"),
-    _f("steps", "count", "speed", "summary", "training steps (train.steps)"),
-    # time on the clock
-    _f("attempt_wall_s", "s", "time", "summary", "each attempt's time (a list)"),
-    _f("attempts", "count", "time", "summary", "how many times the workers started this run"),
-    # depth and solver
-    _f("nfe", "count", "depth", "summary train",
-       "cell evaluations per forward: L for weight-tied; for DEQ the solver's steps plus the evaluations "
-       "that build the differentiable output; ODE function evaluations"),
-    _f("fwd_nstep", "count", "depth", "train", "forward solver iterations (mean since the last line)", DEQ),
-    _f("fwd_abs_res", "", "depth", "train", "forward solver absolute residual ||f(z)-z|| (mean)", DEQ),
-    _f("fwd_rel_res", "", "depth", "train", "forward solver relative residual ||f(z)-z||/||f(z)|| (mean)", DEQ),
-    _f("bwd_nstep", "count", "depth", "train", "adjoint (backward) solver iterations (mean)", "deq, grad ift"),
-    _f("bwd_res", "", "depth", "train", "adjoint solver relative residual (mean)", "deq, grad ift"),
-    _f("fwd_nstep_mean", "count", "depth", "summary", "forward solver iterations, mean over steps and ranks", DEQ),
-    _f("fwd_nstep_max", "count", "depth", "summary", "forward solver iterations, the most of any step", DEQ),
-    _f("fwd_abs_res_mean", "", "depth", "summary", "forward absolute residual, mean of the batch means", DEQ),
-    _f("fwd_abs_res_max", "", "depth", "summary", "forward absolute residual, largest per-sample value", DEQ),
-    _f("fwd_rel_res_mean", "", "depth", "summary", "forward relative residual, mean of the batch means", DEQ),
-    _f("fwd_rel_res_max", "", "depth", "summary", "forward relative residual, largest per-sample value", DEQ),
-    _f("bwd_nstep_mean", "count", "depth", "summary", "adjoint solver iterations, mean", "deq, grad ift"),
-    _f("bwd_nstep_max", "count", "depth", "summary", "adjoint solver iterations, the most", "deq, grad ift"),
-    _f("bwd_res_mean", "", "depth", "summary", "adjoint relative residual, mean of the batch means", "deq, grad ift"),
-    _f("bwd_res_max", "", "depth", "summary", "adjoint relative residual, largest per-sample value", "deq, grad ift"),
-    # quality
-    _f("loss", "nats", "quality", "train", "training loss (mean token NLL since the last line)"),
-    _f("train_loss", "nats", "quality", "summary", "the last train line's loss"),
-    _f("val_loss", "nats", "quality", "summary eval", "validation loss (mean token NLL; copy: recalled digits)"),
-    _f("val_ppl", "", "quality", "summary eval", "exp(val_loss)", "lm"),
-    _f("test_loss", "nats", "quality", "summary", "test loss, at the end"),
-    _f("test_ppl", "", "quality", "summary", "exp(test_loss)", "lm"),
-    _f("val_acc", "", "quality", "summary eval", "accuracy on the recalled digits", "copy"),
-    _f("test_acc", "", "quality", "summary", "test accuracy on the recalled digits", "copy"),
-    _f("optimal_ppl", "", "quality", "summary",
-       "the synthetic corpus's true perplexity (its entropy rate): the best any model can do", "synthetic corpus"),
-    # replicas
-    _f("rank_param_sha", "", "replicas", "summary",
-       "a short SHA-256 of the parameters per data-parallel rank after training; equal: replicas agree",
-       "ZeRO stage < 3"),
-    _f("rank_nodes", "", "replicas", "summary", "the Ray node id (host name without Ray) of each rank, last attempt"),
-)
+def _parse(table: str) -> tuple[Figure, ...]:
+    rows: list[list[str]] = []
+    for text in table.strip().splitlines()[1:]:
+        cells = [c.strip() for c in text.split(" | ")]
+        if cells[0]:
+            rows.append(cells)
+        else:
+            rows[-1][5] += " " + cells[5]
+    return tuple(Figure(key, "" if unit == "-" else unit, group, tuple(records.split()), meaning,
+                        "" if only == "-" else only)
+                 for key, unit, group, records, only, meaning in rows)
 
+
+FIGURES: tuple[Figure, ...] = _parse(_TABLE)
 BY_KEY: dict[str, Figure] = {f.key: f for f in FIGURES}
 assert len(BY_KEY) == len(FIGURES), "a key is listed twice"
 

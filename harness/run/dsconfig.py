@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from harness.run.spec import RunSpec, TrainSection, _short
+
 
 # DeepSpeed sections that must be mappings (DeepSpeed itself fails on others with a traceback)
 MAPPING_KEYS = ("zero_optimization", "bf16", "fp16", "optimizer", "scheduler", "flops_profiler",
@@ -39,11 +41,11 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _scheduler(train: dict) -> dict:
-    warm = max(int(train.get("warmup_steps", 0)), 1)  # DeepSpeed's schedulers need >= 1
-    total = max(int(train["steps"]), warm + 1)
-    lr = float(train["lr"])
-    kind = train.get("lr_schedule", "cosine")
+def _scheduler(train: TrainSection) -> dict:
+    warm = max(train.warmup_steps, 1)  # DeepSpeed's schedulers need >= 1
+    total = max(train.steps, warm + 1)
+    lr = float(train.lr)
+    kind = train.lr_schedule
     if kind == "cosine":
         return {"type": "WarmupCosineLR", "params": {"total_num_steps": total, "warmup_num_steps": warm,
                                                      "warmup_min_ratio": 0.0, "cos_min_ratio": 0.1}}
@@ -54,27 +56,27 @@ def _scheduler(train: dict) -> dict:
                                            "warmup_max_lr": lr, "warmup_type": "linear"}}
 
 
-def deepspeed_config(spec: dict, *, cuda: bool) -> dict[str, Any]:
-    """DeepSpeed's config dict for one run (see the module docstring for precedence)."""
-    train = spec["train"]
-    precision = train.get("precision", "auto")
+def deepspeed_config(spec: RunSpec, *, cuda: bool, user: bool = True) -> dict[str, Any]:
+    """DeepSpeed's config dict for one run (see the module docstring for precedence);
+    ``user=False``: without the job file's own DeepSpeed block."""
+    train = spec.train
+    precision = train.precision
     if precision == "auto":
         precision = "bf16" if cuda else "fp32"
     base: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": int(train["batch_size"]),
+        "train_micro_batch_size_per_gpu": int(train.batch_size),
         "gradient_accumulation_steps": 1,
         "gradient_clipping": 1.0,
         "steps_per_print": 10 ** 9,
         "zero_optimization": {"stage": 0},
-        "optimizer": {"type": "AdamW", "params": {"lr": float(train["lr"]), "betas": [0.9, 0.999],
-                                                  "eps": 1e-8, "weight_decay": float(train.get("weight_decay", 0.0)),
+        "optimizer": {"type": "AdamW", "params": {"lr": float(train.lr), "betas": [0.9, 0.999],
+                                                  "eps": 1e-8, "weight_decay": float(train.weight_decay),
                                                   "torch_adam": True}},
         "scheduler": _scheduler(train),
         "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": precision == "fp16"},
     }
-    user = {k: v for k, v in (spec.get("deepspeed") or {}).items() if v is not None}
-    return _merge(base, user)
+    return _merge(base, user_block(spec)) if user else base
 
 
 def _failing_section(cfg: dict, user: dict) -> str:
@@ -104,11 +106,6 @@ def _check_type_names(cfg: dict) -> None:
     if name is not None and not (hasattr(lr_schedules, str(name)) or hasattr(torch.optim.lr_scheduler, str(name))):
         raise ValueError(f"scheduler.type: {name!r} is not allowed: use one of "
                          f"{', '.join(lr_schedules.VALID_LR_SCHEDULES)} or a torch.optim.lr_scheduler class name")
-
-
-def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _is_number(value: Any) -> bool:
@@ -180,7 +177,12 @@ def _no_bool_numbers(user: Any, base: Any, model: Any, where: str) -> None:
         _no_bool_numbers(value, default, sub_model, here)
 
 
-def validate_deepspeed(spec: dict) -> None:
+def user_block(spec: RunSpec) -> dict[str, Any]:
+    """The job file's DeepSpeed block (its keys that are set)."""
+    return {k: v for k, v in spec.deepspeed.model_dump().items() if v is not None}
+
+
+def validate_deepspeed(spec: RunSpec) -> None:
     """Raise ValueError (one line) if DeepSpeed would reject this run's config."""
     from deepspeed.runtime.config import DeepSpeedConfig
     from deepspeed.runtime.precision_config import DeepSpeedBF16Config, DeepSpeedFP16Config
@@ -188,12 +190,12 @@ def validate_deepspeed(spec: dict) -> None:
     from pydantic import ValidationError
 
     cfg = deepspeed_config(spec, cuda=False)
-    user = {k: v for k, v in (spec.get("deepspeed") or {}).items() if v is not None}
+    user = user_block(spec)
     for key, value in user.items():
         if key in MAPPING_KEYS and not isinstance(value, dict):
             raise ValueError(f"{key}: {_short(value)} is not allowed: must be a mapping of DeepSpeed's {key} options")
     _check_scalars(user)
-    base = deepspeed_config({**spec, "deepspeed": {}}, cuda=False)
+    base = deepspeed_config(spec, cuda=False, user=False)
     models = {"zero_optimization": DeepSpeedZeroConfig, "bf16": DeepSpeedBF16Config, "fp16": DeepSpeedFP16Config}
     for key, value in user.items():
         _no_bool_numbers(value, base.get(key), models.get(key), key)

@@ -1,4 +1,4 @@
-"""The environment record of a run or sweep (DESIGN.md: what ran, where, with what)."""
+"""The environment record of a run or sweep (what ran, where, with what; docs/records.md)."""
 from __future__ import annotations
 
 import os

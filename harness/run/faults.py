@@ -24,16 +24,17 @@ import time
 from pathlib import Path
 
 from harness.records import RunRecord
+from harness.run.spec import RunSpec
 
 KINDS = ("kill", "nan", "slow")
 
 
-def faults_for(spec: dict, rank: int) -> list[dict]:
+def faults_for(spec: RunSpec, rank: int) -> list[dict]:
     raw = os.environ.get("DEQBENCH_FAULTS")
     if not raw:
         return []
     faults = json.loads(raw)
-    return [f for f in faults if f.get("run") in (spec["run_id"], spec["name"])
+    return [f for f in faults if f.get("run") in (spec.run_id, spec.name)
             and int(f.get("rank", 0)) == rank and f.get("kind") in KINDS]
 
 

@@ -1,4 +1,5 @@
-"""Measurement shared by every model, so that figures are comparable (DESIGN.md, Metrics).
+"""Measurement shared by every model, so that figures are comparable (docs/design.md, Metrics;
+the figures themselves are listed in harness.records.schema).
 
 - time: device-synchronised wall clock around forward, backward and optimizer step;
   medians over the measured steps, warm-up steps excluded by the caller;

@@ -36,6 +36,7 @@ from harness.run.dsconfig import deepspeed_config
 from harness.run.envinfo import environment
 from harness.run.session import Session, describe_exception, scratch_dir
 from harness.run.workload import Workload
+from harness.run.spec import RunSpec
 
 log = logging.getLogger("deqbench.train")
 
@@ -72,8 +73,8 @@ def train_worker(config: dict[str, Any]) -> None:
     from harness.run.session import RaySession
 
     spec = config["spec"]
-    tags = {"sweep": spec["sweep"], "run_id": spec["run_id"],
-            "strategy": str(spec["model"].get("depth", {}).get("kind", ""))}
+    tags = {"sweep": spec.sweep, "run_id": spec.run_id,
+            "strategy": str(spec.model.get("depth", {}).get("kind", ""))}
     session = RaySession(tags)
     check_worker_paths(spec, config["run_dir"])
     if config.get("rendezvous") == "file":
@@ -91,7 +92,7 @@ class WorkerPathError(RuntimeError):
     """A path of the run spec is missing on this worker's node (e.g. not on shared storage)."""
 
 
-def check_worker_paths(spec: dict, run_dir: str | Path) -> None:
+def check_worker_paths(spec: RunSpec, run_dir: str | Path) -> None:
     """The run's corpus and run folder exist on this worker's node; one line naming both if not.
 
     The driver checked them on its own node; a cluster node that lacks the shared folder must
@@ -113,9 +114,9 @@ def check_worker_paths(spec: dict, run_dir: str | Path) -> None:
     if not (Path(run_dir) / "spec.json").is_file():
         raise WorkerPathError(f"on node {node}: run folder {run_dir} (its spec.json) does not exist: deleted, "
                               "or the results folder is not on storage every node shares")
-    if spec["task"] != "lm":
+    if spec.task != "lm":
         return
-    dataset, data_dir = spec["data"]["dataset"], spec["data"]["data_dir"]
+    dataset, data_dir = spec.data.dataset, spec.data.data_dir
     try:
         if DATASETS[dataset].kind == "synthetic" and synthetic_state(Path(data_dir)) == "absent":
             raise DataError(f"{dataset}: data dir {data_dir!r} holds no corpus")
@@ -211,7 +212,7 @@ def _init_group(session: Session, store, **env: Any) -> None:
         os.environ[key] = str(value)
 
 
-def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
+def run_training(spec: RunSpec, run_dir: Path, session: Session) -> dict | None:
     """Train one run on this worker; rank 0's reports become the run's records.
 
     Running out of memory anywhere (model build, measurement, a step) is raised as
@@ -228,16 +229,15 @@ def run_training(spec: dict, run_dir: Path, session: Session) -> dict | None:
         raise WorkerOutOfMemory(f"out of memory on rank {session.rank}: {first}") from None
 
 
-def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
-    train_cfg = spec["train"]
+def _train(spec: RunSpec, run_dir: Path, session: Session) -> dict | None:
+    train_cfg = spec.train
     _setup_logging(run_dir, session.rank)
-    torch.manual_seed(train_cfg["seed"])
-    cpus = spec["resources"].get("cpus_per_worker", 1)
-    torch.set_num_threads(max(1, int(cpus)))
+    torch.manual_seed(train_cfg.seed)
+    torch.set_num_threads(max(1, int(spec.resources.cpus_per_worker)))
     device = _device(session)
     is_main = session.rank == 0
-    if device.type == "cpu" and spec["resources"].get("memory_cap_gb"):
-        _cap_memory(float(spec["resources"]["memory_cap_gb"]))
+    if device.type == "cpu" and spec.resources.memory_cap_gb:
+        _cap_memory(spec.resources.memory_cap_gb)
 
     work = Workload(spec, rank=session.rank, world_size=session.world_size, device=device)
     import deepspeed
@@ -268,13 +268,13 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
         if _any_rank(refused is not None, device):
             refused = refused or "unreadable on another rank"
             log.warning("checkpoint refused (%s); starting from step 0", refused)
-            torch.manual_seed(train_cfg["seed"])  # a half-loaded engine is not trusted: a new one
+            torch.manual_seed(train_cfg.seed)  # a half-loaded engine is not trusted: a new one
             model, engine, optimizer = build_engine()
             start_step = 0
         elif ckpt is not None:
             log.info("resumed from checkpoint at step %d", start_step)
 
-    env = environment(seeds={"train": train_cfg["seed"]}, world_size=session.world_size) if is_main else None
+    env = environment(seeds={"train": train_cfg.seed}, world_size=session.world_size) if is_main else None
     status: dict[str, Any] = {"state": "running", "step": start_step}
     if refused:
         status["checkpoint_refused"] = f"the last checkpoint could not be read ({refused}); started again from step 0"
@@ -284,7 +284,7 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
     session.send(first if is_main else {})
     # every rank (ZeRO-3 forwards gather). A DEQ with a warm-up is measured as the DEQ it is
     # for most of training (equilibrium mode), and in its warm-up mode as a second figure.
-    depth_cfg = spec["model"].get("depth", {})
+    depth_cfg = spec.model.get("depth", {})
     warmup_steps = int(depth_cfg.get("pretrain_steps") or 0) if depth_cfg.get("kind") == "deq" else 0
     act_warmup = None
     if warmup_steps:
@@ -293,12 +293,12 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
         engine.module.set_step(warmup_steps)
     act_bytes = work.activation_bytes(engine.module)
 
-    steps = train_cfg["steps"]
+    steps = train_cfg.steps
     planned = faults.faults_for(spec, session.rank)
     # timed steps: after the warm-up, counted from where this attempt starts (a resumed run
     # pays its warm-up again), squeezed into the steps left if need be
-    n_measure = min(train_cfg["measure_steps"], steps - start_step)
-    measure_from = min(start_step + train_cfg["measure_warmup"], steps - n_measure)
+    n_measure = min(train_cfg.measure_steps, steps - start_step)
+    measure_from = min(start_step + train_cfg.measure_warmup, steps - n_measure)
     measure_to = measure_from + n_measure
     window = measure.MemoryWindow(device)
     timed: dict[str, list[float]] = {"step": [], "fwd": [], "bwd": [], "solver": []}
@@ -343,8 +343,8 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
                     peak = window.peak_bytes()
             stats["step_time_s"] = t3 - t0
             agg.add(float(loss.detach()), stats)
-            do_log = step % train_cfg["log_interval"] == 0 or step == steps
-            ckpt_every = train_cfg["checkpoint_interval"]
+            do_log = step % train_cfg.log_interval == 0 or step == steps
+            ckpt_every = train_cfg.checkpoint_interval
             do_ckpt = bool(ckpt_every) and step % ckpt_every == 0 and step != steps
             if do_log:
                 if not (run_dir / "spec.json").is_file():  # the run folder was deleted under us
@@ -359,9 +359,9 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
                     rec["peak_mem_bytes"] = peak
                 _check_finite(rec, step)
                 pending.append(rec)
-            interval = train_cfg["eval_interval"]
+            interval = train_cfg.eval_interval
             if interval and step % interval == 0 and step != steps:
-                ev = work.evaluate(engine, "valid", max_batches=train_cfg["eval_batches"])
+                ev = work.evaluate(engine, "valid", max_batches=train_cfg.eval_batches)
                 pending.append({"kind": "eval", "step": step, "elapsed_s": measure.now(device) - t_start,
                                 **{f"val_{k}": v for k, v in ev.items()}})
             if do_ckpt:
@@ -380,14 +380,14 @@ def _train(spec: dict, run_dir: Path, session: Session) -> dict | None:
 
     evals.update({f"val_{k}": v for k, v in work.evaluate(engine, "valid").items()})
     evals.update({f"test_{k}": v for k, v in work.evaluate(engine, "test",
-                                                           max_batches=train_cfg["test_batches"] or None).items()})
+                                                           max_batches=train_cfg.test_batches or None).items()})
     wall = measure.now(device) - t_start
     step_time = measure.median(timed["step"])
     summary: dict[str, Any] = {
-        "run_id": spec["run_id"], "sweep": spec["sweep"], "name": spec["name"], "task": spec["task"],
-        "dataset": spec["data"]["dataset"], "cell": spec["model"].get("cell"),
-        "strategy": spec["model"].get("depth", {}).get("kind"), "depth": work.depth_size,
-        "seed": train_cfg["seed"], "world_size": session.world_size,
+        "run_id": spec.run_id, "sweep": spec.sweep, "name": spec.name, "task": spec.task,
+        "dataset": spec.data.dataset, "cell": spec.model.get("cell"),
+        "strategy": spec.model.get("depth", {}).get("kind"), "depth": work.depth_size,
+        "seed": train_cfg.seed, "world_size": session.world_size,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "params_total": counts["total"], "params_embedding": counts["embedding"],
         "params_non_embedding": counts["non_embedding"],

@@ -9,33 +9,33 @@ exact over the union of the ranks' shards: ``ppl = exp(sum NLL / tokens)``.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from harness.data import CopyMemory, LMBatches, load_corpus
+from harness.run.spec import RunSpec
 
 
 class Workload:
-    def __init__(self, spec: dict, *, rank: int, world_size: int, device: torch.device):
+    def __init__(self, spec: RunSpec, *, rank: int, world_size: int, device: torch.device):
         self.spec = spec
-        self.task = spec["task"]
-        self.data = spec["data"]
-        self.train_cfg = spec["train"]
+        self.task = spec.task
+        self.data = spec.data
+        self.train_cfg = spec.train
         self.rank, self.world_size, self.device = rank, world_size, device
-        self.batch_size = int(self.train_cfg["batch_size"])
+        self.batch_size = int(self.train_cfg.batch_size)
         self.optimal_ppl: float | None = None
         if self.task == "lm":
-            corpus = load_corpus(self.data["dataset"], self.data["data_dir"])
+            corpus = load_corpus(self.data.dataset, self.data.data_dir)
             self.vocab_size = len(corpus.vocab)
             self.optimal_ppl = corpus.optimal_ppl
             self.splits = {name: getattr(corpus, name) for name in ("train", "valid", "test")}
             self.train_batches = self._lm_batches("train")
-            self.tokens_per_batch = self.batch_size * int(self.data["seq_len"])
+            self.tokens_per_batch = self.batch_size * int(self.data.seq_len)
         else:
-            seed = int(self.train_cfg["seed"])
-            blank, digits = int(self.data["blank_len"]), int(self.data["n_digits"])
+            seed = int(self.train_cfg.seed)
+            blank, digits = int(self.data.blank_len), int(self.data.n_digits)
             self.copy = {"train": CopyMemory(blank, n_digits=digits, seed=seed),
                          "valid": CopyMemory(blank, n_digits=digits, seed=10_000 + seed),
                          "test": CopyMemory(blank, n_digits=digits, seed=20_000 + seed)}
@@ -44,14 +44,12 @@ class Workload:
             self.tokens_per_batch = self.batch_size * self.copy["train"].seq_len
 
     def _lm_batches(self, split: str) -> LMBatches:
-        return LMBatches(self.splits[split], batch_size=self.batch_size, seq_len=int(self.data["seq_len"]),
+        return LMBatches(self.splits[split], batch_size=self.batch_size, seq_len=int(self.data.seq_len),
                          rank=self.rank, world_size=self.world_size)
 
-    def model_config(self) -> dict[str, Any]:
-        cfg = dict(self.spec["model"])
-        cfg["task"] = self.task
-        cfg["vocab_size"] = self.vocab_size
-        return cfg
+    def model_config(self):
+        """The run's ``models.ModelConfig``, with the vocabulary of this run's data."""
+        return self.spec.model_settings(self.vocab_size)
 
     def build_model(self) -> torch.nn.Module:
         from models import build_model
@@ -62,7 +60,7 @@ class Workload:
     def depth_size(self) -> int | None:
         from models import depth_size
 
-        return depth_size(self.spec["model"].get("depth", {}))
+        return depth_size(self.spec.model.get("depth", {}))
 
     def train_batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch of training step ``index`` (0-based): deterministic, so a resumed run
@@ -100,7 +98,7 @@ class Workload:
                 nll[0] += float(out.nll_sum)
                 nll[1] += float(out.n_tokens)
         else:
-            n = max_batches or int(self.train_cfg["eval_batches"])
+            n = max_batches or int(self.train_cfg.eval_batches)
             for i in range(n):
                 inputs, targets = self.copy[split].batch(self.batch_size, i, rank=self.rank,
                                                          world_size=self.world_size)

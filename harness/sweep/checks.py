@@ -17,9 +17,10 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from harness.sweep.config import JobFileError, _short
+from harness.run.spec import RunSpec
 
 MIN_FREE_BYTES = 200 * 2 ** 20
 # Parameters of one run's model: 10^10 fp32 weights are 40 GB before gradients and optimizer
@@ -27,12 +28,12 @@ MIN_FREE_BYTES = 200 * 2 ** 20
 MAX_PARAMS = 10 ** 10
 
 
-def _placeholder_vocab(spec: dict) -> int:
-    if spec["task"] == "copy":
+def _placeholder_vocab(spec: RunSpec) -> int:
+    if spec.task == "copy":
         return 10
     from models.config import MAX_VOCAB
 
-    adaptive = spec["model"].get("adaptive_softmax")
+    adaptive = spec.model.get("adaptive_softmax")
     cutoffs = adaptive.get("cutoffs") if isinstance(adaptive, dict) else None
     if not isinstance(cutoffs, list):
         cutoffs = []  # the model check says what is wrong with it
@@ -40,7 +41,15 @@ def _placeholder_vocab(spec: dict) -> int:
     return min(max([1000] + [c * 2 for c in ints]), MAX_VOCAB)
 
 
-def check_models(runs: list[dict], file: str | Path) -> dict[str, dict]:
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def check_models(runs: list[RunSpec], file: str | Path) -> dict[str, dict]:
     """Build every distinct model config on the meta device; ValueError -> JobFileError.
 
     Returns each run's parameter counts (``{run_id: {"total", "embedding", "non_embedding"}}``;
@@ -50,37 +59,37 @@ def check_models(runs: list[dict], file: str | Path) -> dict[str, dict]:
 
     from models import build_model
 
-    seen: dict[str, dict] = {}
+    seen: dict[Any, dict] = {}
     counts: dict[str, dict] = {}
     for spec in runs:
-        cfg = dict(spec["model"], task=spec["task"], vocab_size=_placeholder_vocab(spec))
-        key = repr(sorted(cfg.items()))
-        if key in seen:
-            counts[spec["run_id"]] = seen[key]
-            continue
-        seen[key] = {}
         try:
+            settings = spec.model_settings(_placeholder_vocab(spec))  # models' own parse and checks
+            cfg = settings if _hashable(settings) else repr(settings)
+            if cfg in seen:
+                counts[spec.run_id] = seen[cfg]
+                continue
+            seen[cfg] = {}
             with torch.device("meta"):
-                seen[key] = counts[spec["run_id"]] = build_model(cfg).param_counts()
+                seen[cfg] = counts[spec.run_id] = build_model(settings).param_counts()
         except (ValueError, TypeError, KeyError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             path, sep, problem = msg.partition(": ")
             if not (sep and path.startswith("model")):  # models names the key path itself
                 path, problem = "model", msg
-            raise JobFileError(file, path, f"{problem} (run {spec['name']})") from None
+            raise JobFileError(file, path, f"{problem} (run {spec.name})") from None
         except NotImplementedError:
             pass  # an op without a meta kernel: the config itself was accepted
         except Exception as exc:  # models code failing on a value its checks let through
             msg = (str(exc).strip().splitlines() or [""])[0]
             raise JobFileError(file, "model", f"the model cannot be built: {type(exc).__name__}"
-                                              f"{': ' + msg if msg else ''} (run {spec['name']})") from None
-        if seen[key] and seen[key]["total"] > MAX_PARAMS:
-            raise JobFileError(file, "model", f"{seen[key]['total']:.3g} parameters is too many: at most "
-                                              f"{MAX_PARAMS:.0e} (run {spec['name']})")
+                                              f"{': ' + msg if msg else ''} (run {spec.name})") from None
+        if seen[cfg] and seen[cfg]["total"] > MAX_PARAMS:
+            raise JobFileError(file, "model", f"{seen[cfg]['total']:.3g} parameters is too many: at most "
+                                              f"{MAX_PARAMS:.0e} (run {spec.name})")
     return counts
 
 
-def check_deepspeed(runs: list[dict], file: str | Path) -> None:
+def check_deepspeed(runs: list[RunSpec], file: str | Path) -> None:
     from harness.run.dsconfig import validate_deepspeed
 
     for spec in runs:
@@ -89,15 +98,15 @@ def check_deepspeed(runs: list[dict], file: str | Path) -> None:
         except ValueError as exc:
             sub, sep, problem = str(exc).partition(": ")
             if sep and re.fullmatch(r"[A-Za-z_][\w.]*", sub):  # "zero_optimization.stage: ..."
-                raise JobFileError(file, f"deepspeed.{sub}", f"{problem} (run {spec['name']})") from None
-            raise JobFileError(file, "deepspeed", f"{exc} (run {spec['name']})") from None
+                raise JobFileError(file, f"deepspeed.{sub}", f"{problem} (run {spec.name})") from None
+            raise JobFileError(file, "deepspeed", f"{exc} (run {spec.name})") from None
 
 
-def check_data(runs: list[dict], file: str | Path) -> None:
+def check_data(runs: list[RunSpec], file: str | Path) -> None:
     from harness.data import DataError, check_data_dir
 
-    for dataset, data_dir in sorted({(r["data"]["dataset"], r["data"]["data_dir"] or "")
-                                     for r in runs if r["task"] == "lm"}):
+    for dataset, data_dir in sorted({(r.data.dataset, r.data.data_dir or "")
+                                     for r in runs if r.task == "lm"}):
         if not data_dir:
             raise JobFileError(file, "data.data_dir", f"dataset {dataset!r} needs a data_dir "
                                                       "(the folder holding the corpus files)")
@@ -139,13 +148,13 @@ def check_resources(runs: Iterable[dict], nodes: list[dict], file: str | Path) -
     total_cpu = sum(r.get("CPU", 0) for r in alive)
     total_gpu = sum(r.get("GPU", 0) for r in alive)
     for spec in runs:
-        res = spec["resources"]
-        cpu, gpu, n = res["cpus_per_worker"], res["gpus_per_worker"], res["workers"]
+        res = spec.resources
+        cpu, gpu, n = res.cpus_per_worker, res.gpus_per_worker, res.workers
         if not any(r.get("CPU", 0) >= cpu and r.get("GPU", 0) >= gpu for r in alive):
-            raise JobFileError(file, "resources", f"a worker needs {cpu} CPU and {gpu} GPU, but no node "
+            raise JobFileError(file, "resources", f"a worker needs {cpu:g} CPU and {gpu:g} GPU, but no node "
                                f"of the cluster has that much (largest: "
                                f"{max((r.get('CPU', 0) for r in alive), default=0)} CPU, "
                                f"{max((r.get('GPU', 0) for r in alive), default=0)} GPU)")
         if n * cpu > total_cpu or n * gpu > total_gpu:
-            raise JobFileError(file, "resources.workers", f"{n} workers x ({cpu} CPU, {gpu} GPU) exceed "
+            raise JobFileError(file, "resources.workers", f"{n} workers x ({cpu:g} CPU, {gpu:g} GPU) exceed "
                                f"the cluster ({total_cpu} CPU, {total_gpu} GPU in all)")

@@ -32,43 +32,23 @@ always yields the same ids (which is how a resubmitted sweep skips finished runs
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import itertools
 import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from harness.run.spec import (MAX_RUNS, DataSection, DeepSpeedSection, ResourcesSection, RunSpec, TrainSection,
+                              _Section, _short, _unknown)
 
 TASK_DATASETS = {"lm": ("synthetic", "ptb", "wikitext103"), "copy": ("copy_memory",)}
 GRID_ROOTS = ("model", "data", "train", "deepspeed", "resources")
-# DeepSpeed top-level keys a job file may set (DeepSpeed silently ignores unknown ones,
-# which hides typos, so unknown keys are rejected here with a did-you-mean).
-DEEPSPEED_KEYS = (
-    "zero_optimization", "bf16", "fp16", "gradient_accumulation_steps", "gradient_clipping",
-    "optimizer", "scheduler", "steps_per_print", "wall_clock_breakdown", "prescale_gradients",
-    "gradient_predivide_factor", "communication_data_type", "zero_allow_untested_optimizer",
-    "zero_force_ds_cpu_optimizer", "sparse_gradients", "flops_profiler", "activation_checkpointing",
-    "data_types", "torch_autocast", "checkpoint", "memory_breakdown", "dump_state",
-)
-# Upper bounds of the sizes and counts that size memory or loops; a paper-scale job (the
-# shipped jobs/wt103_sweep.yaml: 200000 steps, d_inner 59950, 8 workers) fits well inside.
-MAX_STEPS = 10_000_000          # train.steps and every step count or interval
-MAX_BATCHES = 1_000_000         # eval_batches, test_batches
-MAX_BATCH_SIZE = 16_384         # sequences per worker per step
-MAX_SEQ_LEN = 16_384            # tokens per sequence (data.seq_len, copy memory blank_len)
-MAX_DIGITS = 1_000              # copy memory digits
-MAX_SEED = 2 ** 32 - 1          # numpy's seeds are 32-bit
-MAX_WORKERS = 1_024
-MAX_CPUS_PER_WORKER = 1_024
-MAX_GPUS_PER_WORKER = 64
-MAX_MEMORY_CAP_GB = 65_536
-MAX_RUNS = 1_000                # runs one job file's grid may expand to
 # Anywhere in a job file (model block, grid values, DeepSpeed block included)
 MAX_NESTING = 32                # mappings and lists inside each other
 MAX_VALUES = 100_000            # values in all (a YAML alias counts each time it is used)
@@ -87,99 +67,6 @@ class JobFileError(ValueError):
 
 def _one_line(text: Any) -> str:
     return " ".join(str(text).splitlines())
-
-
-def _short(value: Any, limit: int = 120) -> str:
-    """``repr(value)``, cut to about ``limit`` characters (messages stay readable)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_numbers(cls, value: Any, info) -> Any:
-        """pydantic's lax mode reads true/false as 1/0 for int and float fields: refuse that."""
-        if isinstance(value, bool):
-            annotation = cls.model_fields[info.field_name].annotation
-            types = get_args(annotation) or (annotation,)
-            if bool not in types and (int in types or float in types):
-                kind = "an integer" if int in types else "a number"
-                raise PydanticCustomError("job_value", "{problem}", {
-                    "problem": f"{value!r} is not allowed: expected {kind}, not a boolean"})
-        return value
-
-
-class DataSection(_Section):
-    dataset: Literal["synthetic", "ptb", "wikitext103", "copy_memory"]
-    data_dir: str | None = Field(None, max_length=4096,
-                                 description="corpus folder; synthetic: generated there if missing")
-    seq_len: int = Field(32, gt=0, le=MAX_SEQ_LEN, description="tokens per training sequence (LM)")
-    blank_len: int = Field(50, gt=0, le=MAX_SEQ_LEN, description="copy memory: blanks between digits and recall")
-    n_digits: int = Field(10, gt=0, le=MAX_DIGITS)
-
-    @field_validator("data_dir")
-    @classmethod
-    def _plain_path(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
-            raise ValueError("a folder name cannot hold a NUL character")
-        return value
-
-
-class TrainSection(_Section):
-    steps: int = Field(gt=0, le=MAX_STEPS)
-    batch_size: int = Field(gt=0, le=MAX_BATCH_SIZE,
-                            description="sequences per worker per step (DeepSpeed micro-batch)")
-    lr: float = Field(1e-3, gt=0)
-    lr_schedule: Literal["constant", "cosine", "linear"] = "cosine"
-    warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
-    weight_decay: float = Field(0.0, ge=0)
-    eval_interval: int = Field(0, ge=0, le=MAX_STEPS, description="0: evaluate only at the end")
-    eval_batches: int = Field(8, gt=0, le=MAX_BATCHES,
-                              description="validation batches per rank at each periodic eval")
-    test_batches: int = Field(0, ge=0, le=MAX_BATCHES, description="0: the whole test split")
-    log_interval: int = Field(5, gt=0, le=MAX_STEPS)
-    checkpoint_interval: int = Field(0, ge=0, le=MAX_STEPS, description="0: only at the end")
-    measure_warmup: int = Field(2, ge=0, le=MAX_STEPS, description="steps excluded before timing")
-    measure_steps: int = Field(5, gt=0, le=MAX_STEPS, description="timed steps (median)")
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-
-    @model_validator(mode="after")
-    def _enough_steps(self) -> "TrainSection":
-        if self.measure_warmup + self.measure_steps > self.steps:
-            raise ValueError(f"measure_warmup + measure_steps ({self.measure_warmup} + "
-                             f"{self.measure_steps}) must not exceed steps ({self.steps})")
-        return self
-
-
-class ResourcesSection(_Section):
-    workers: int = Field(1, gt=0, le=MAX_WORKERS, description="data-parallel workers per run")
-    cpus_per_worker: float = Field(1, gt=0, le=MAX_CPUS_PER_WORKER)
-    gpus_per_worker: float = Field(0, ge=0, le=MAX_GPUS_PER_WORKER)
-    max_failures: int = Field(1, ge=0, le=1_000, description="worker restarts (from the last checkpoint) per run")
-    max_concurrent_runs: int | None = Field(None, gt=0, le=MAX_RUNS)
-    memory_cap_gb: float | None = Field(None, gt=0, le=MAX_MEMORY_CAP_GB,
-                                        description="CPU workers: growth of the address "
-                                        "space allowed after start-up; beyond it allocations fail "
-                                        "and the run is recorded as out of memory")
-    node_timeout_s: float = Field(300.0, gt=0, description="how long a run whose node was lost waits "
-                                  "for room to place its workers again before it is recorded failed")
-
-
-class DeepSpeedSection(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            for key in data:
-                if key not in DEEPSPEED_KEYS:
-                    raise ValueError(_unknown(key, DEEPSPEED_KEYS))
-        return data
 
 
 class JobFile(_Section):
@@ -284,12 +171,6 @@ def _check_grid_key(key: str) -> None:
     if key not in ("seed", "task") and key.split(".")[0] not in GRID_ROOTS:
         raise ValueError(f"grid key {key!r} must be 'seed', 'task', 'cases' or start with one of "
                          f"{', '.join(GRID_ROOTS)}")
-
-
-def _unknown(key: Any, allowed: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1) if isinstance(key, str) else []
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown key {_short(key)}{hint}; allowed: {', '.join(sorted(allowed))}"
 
 
 def _fmt_loc(loc: tuple) -> str:
@@ -440,8 +321,9 @@ def resolve_path(value: str | None, base_dir: str | Path | None) -> str | None:
     return str(path if path.is_absolute() else (Path(base_dir) / path).absolute())
 
 
-def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path | None = None) -> list[dict]:
-    """The product of the grid axes, each run a plain-dict spec with ``run_id`` and ``name``.
+def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path | None = None) -> list[RunSpec]:
+    """The product of the grid axes, one :class:`~harness.run.spec.RunSpec` each (with its
+    ``run_id`` and a ``name`` unique within the sweep).
 
     ``base_dir``: relative paths of the job file (``data.data_dir``) are resolved against it
     and stored absolute, so the spec means the same folder on every worker, whatever its
@@ -484,7 +366,7 @@ def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path |
     if len(set(ids)) != len(ids):
         raise JobFileError(file, "grid", "two grid points give the same run (repeated values?)")
     _unique_names(runs)
-    return runs
+    return [RunSpec.model_validate(r) for r in runs]
 
 
 def _flat_grid(grid: dict) -> dict[str, Any]:

@@ -25,9 +25,10 @@ from pathlib import Path
 
 from harness.records import SweepStore
 from harness.run.session import describe_exception
+from harness.run.spec import RunSpec
 
 
-def _fit_run(spec: dict, run_dir: str, single_node: bool) -> str:
+def _fit_run(spec: RunSpec, run_dir: str, single_node: bool) -> str:
     """Body of the Ray task of one run: build and fit its Ray Train trainer; returns its state."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.backend import BackendConfig
@@ -38,20 +39,20 @@ def _fit_run(spec: dict, run_dir: str, single_node: bool) -> str:
     from harness.run.worker import train_worker
 
     record = RunRecord(run_dir)
-    res = spec["resources"]
-    use_gpu = res["gpus_per_worker"] > 0
-    per_worker = {"CPU": res["cpus_per_worker"]}
-    if res["gpus_per_worker"]:
-        per_worker["GPU"] = res["gpus_per_worker"]
+    res = spec.resources
+    use_gpu = res.gpus_per_worker > 0
+    per_worker = {"CPU": res.cpus_per_worker}
+    if res.gpus_per_worker:
+        per_worker["GPU"] = res.gpus_per_worker
     record.set_status("running", reason=None, rank=None)
     _, placement_retries = placement_wait(res)
-    failure_config = FailureConfig(max_failures=res["max_failures"], controller_failure_limit=placement_retries)
+    failure_config = FailureConfig(max_failures=res.max_failures, controller_failure_limit=placement_retries)
     trainer = DataParallelTrainer(
         train_worker, backend_config=BackendConfig(),
         train_loop_config={"spec": spec, "run_dir": run_dir, "rendezvous": "file" if single_node else "tcp"},
-        scaling_config=ScalingConfig(num_workers=res["workers"], use_gpu=use_gpu,
+        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu,
                                      resources_per_worker=per_worker),
-        run_config=RunConfig(name=spec["run_id"], storage_path=str(Path(run_dir) / "checkpoints"),
+        run_config=RunConfig(name=spec.run_id, storage_path=str(Path(run_dir) / "checkpoints"),
                              failure_config=failure_config,
                              checkpoint_config=CheckpointConfig(num_to_keep=1),
                              callbacks=[record_callback(run_dir)]))
@@ -70,21 +71,21 @@ def _fit_run(spec: dict, run_dir: str, single_node: bool) -> str:
     return state
 
 
-def record_failure(record, spec: dict, reason: str, rank: int | None = None) -> None:
+def record_failure(record, spec: RunSpec, reason: str, rank: int | None = None) -> None:
     """Record a run as failed; a run folder deleted under the run is recreated and says so."""
     deleted = not (record.dir / "spec.json").exists()
     if deleted and not reason.startswith("WorkerPathError"):  # whichever part tripped over it first
         reason = f"run folder {record.dir} was deleted while the run was in flight ({reason})"
     record.set_status("failed", reason=reason, rank=rank)
     if deleted:
-        record.write_spec(spec)
+        record.write_spec(spec.to_json())
 
 
 def placement_wait(res: dict) -> tuple[float, int]:
     """(seconds per placement attempt, retries): Ray Train gives up placing a worker group
     after ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S`` and retries ``controller_failure_limit``
     times; together they wait ``resources.node_timeout_s`` (rounded up to whole attempts)."""
-    timeout = float(res["node_timeout_s"])
+    timeout = float(res.node_timeout_s)
     per_try = min(timeout, 60.0)
     return per_try, max(0, math.ceil(timeout / per_try - 1e-9) - 1)
 
@@ -95,8 +96,8 @@ def _placement_failure(exc: BaseException, record, res: dict) -> str | None:
     if type(inner).__name__ != "WorkerGroupStartupTimeoutError":
         return None
     status = record.read_status()
-    waited = float(res["node_timeout_s"])
-    need = f"{res['workers']} workers x ({res['cpus_per_worker']:g} CPU, {res['gpus_per_worker']:g} GPU)"
+    waited = float(res.node_timeout_s)
+    need = f"{res.workers} workers x ({res.cpus_per_worker:g} CPU, {res.gpus_per_worker:g} GPU)"
     if int(status.get("attempt") or 0) > 0:  # it ran before: a node went away and did not come back
         last = status.get("reason") or "no worker error on record"
         return (f"node lost: the run's {need} could not be placed again for {waited:g} s "
@@ -105,7 +106,7 @@ def _placement_failure(exc: BaseException, record, res: dict) -> str | None:
             "the cluster has no room for them")
 
 
-def concurrency_limit(cluster: dict, runs: list[dict]) -> int:
+def concurrency_limit(cluster: dict, runs: list[RunSpec]) -> int:
     """How many trainers to keep in flight: as many as the cluster could run at once.
 
     Ray places the workers; this only avoids starting trainers that would sit waiting for
@@ -115,17 +116,17 @@ def concurrency_limit(cluster: dict, runs: list[dict]) -> int:
         return 0
     fits = []
     for r in runs:
-        res = r["resources"]
-        n = res["workers"]
-        by_cpu = cluster.get("CPU", 0) // (n * res["cpus_per_worker"])
-        by_gpu = cluster.get("GPU", 0) // (n * res["gpus_per_worker"]) if res["gpus_per_worker"] else by_cpu
+        res = r.resources
+        n = res.workers
+        by_cpu = cluster.get("CPU", 0) // (n * res.cpus_per_worker)
+        by_gpu = cluster.get("GPU", 0) // (n * res.gpus_per_worker) if res.gpus_per_worker else by_cpu
         fits.append(max(1, int(min(by_cpu, by_gpu))))
-        if res.get("max_concurrent_runs"):
-            fits.append(int(res["max_concurrent_runs"]))
+        if res.max_concurrent_runs:
+            fits.append(res.max_concurrent_runs)
     return min(fits)
 
 
-def run_all(ray, store: SweepStore, runs: list[dict], *, single_node: bool = False) -> None:
+def run_all(ray, store: SweepStore, runs: list[RunSpec], *, single_node: bool = False) -> None:
     """Start every run (at most ``max_concurrent_runs`` at once) and wait for all of them."""
     from harness.watch.progress import SweepProgress
 
@@ -140,21 +141,21 @@ def run_all(ray, store: SweepStore, runs: list[dict], *, single_node: bool = Fal
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
     fit_remote = ray.remote(num_cpus=0, max_retries=0)(_fit_run)
 
-    def fit_options(spec: dict):
-        per_try, _ = placement_wait(spec["resources"])
+    def fit_options(spec: RunSpec):
+        per_try, _ = placement_wait(spec.resources)
         run_env = {**env, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": f"{per_try:g}"}
         return fit_remote.options(runtime_env={"env_vars": run_env}, scheduling_strategy=here)
 
     limit = concurrency_limit(ray.cluster_resources(), runs)
     queue = list(runs)
     active: dict = {}
-    totals = {r["run_id"]: r["train"]["steps"] for r in runs}
-    with SweepProgress(store.dir, [r["run_id"] for r in runs], total_steps=totals) as progress:
+    totals = {r.run_id: r.train.steps for r in runs}
+    with SweepProgress(store.dir, [r.run_id for r in runs], total_steps=totals) as progress:
         try:
             while queue or active:
                 while queue and len(active) < limit:
                     spec = queue.pop(0)
-                    ref = fit_options(spec).remote(spec, str(store.run(spec["run_id"]).dir), single_node)
+                    ref = fit_options(spec).remote(spec, str(store.run(spec.run_id).dir), single_node)
                     active[ref] = spec
                 done, _ = ray.wait(list(active), num_returns=1, timeout=1.0)
                 for ref in done:
@@ -163,9 +164,9 @@ def run_all(ray, store: SweepStore, runs: list[dict], *, single_node: bool = Fal
                         ray.get(ref)
                     except Exception as exc:  # the task itself died (e.g. its node was lost)
                         try:
-                            record_failure(store.run(spec["run_id"]), spec, describe_exception(exc))
+                            record_failure(store.run(spec.run_id), spec, describe_exception(exc))
                         except OSError as write_error:  # the records themselves are unwritable
-                            print(f"warning: run {spec['run_id']}: {describe_exception(exc)}; its status "
+                            print(f"warning: run {spec.run_id}: {describe_exception(exc)}; its status "
                                   f"could not be written: {write_error}", file=sys.stderr)
                 progress.update()
         except KeyboardInterrupt:
@@ -189,7 +190,7 @@ def stop_interrupted(ray, store: SweepStore, active: dict) -> None:
     except BaseException:  # noqa: BLE001 (a second Ctrl-C, or Ray down: record what we can)
         pass
     for spec in active.values():
-        record = store.run(spec["run_id"])
+        record = store.run(spec.run_id)
         step = record.read_status().get("step") or 0
         record.set_status("pending", reason=f"interrupted (Ctrl-C) at step {step}; resubmit to resume "
                                             "from the last checkpoint")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from harness.sweep.config import JobFileError, expand_grid, load_job_file
 from harness.records import SweepStore, utc_now
+from harness.run.spec import RunSpec
 
 LOOPBACK = "127.0.0.1"
 
@@ -106,7 +107,7 @@ def record_git(args: argparse.Namespace) -> None:
               "--git-commit $(git rev-parse HEAD) to record it", file=sys.stderr)
 
 
-def prepare(args: argparse.Namespace) -> tuple[object, str, list[dict]]:
+def prepare(args: argparse.Namespace) -> tuple[object, str, list[RunSpec]]:
     """Everything that can reject the input, in order; raises JobFileError.
 
     With ``--dry-run`` the runs are printed before the data check, so the expansion of a
@@ -124,7 +125,7 @@ def prepare(args: argparse.Namespace) -> tuple[object, str, list[dict]]:
     return job, text, runs
 
 
-def prepare_data(runs: list[dict], file: str | Path) -> None:
+def prepare_data(runs: list[RunSpec], file: str | Path) -> None:
     """Generate each synthetic corpus once, into its ``data_dir``, before any run starts.
 
     The workers then only read it (a lock makes a concurrent submit wait, not regenerate).
@@ -132,8 +133,8 @@ def prepare_data(runs: list[dict], file: str | Path) -> None:
     from harness.data import DataError
     from harness.data.synthetic_corpus import ensure_synthetic_corpus
 
-    for data_dir in sorted({r["data"]["data_dir"] for r in runs
-                            if r["task"] == "lm" and r["data"]["dataset"] == "synthetic"}):
+    for data_dir in sorted({r.data.data_dir for r in runs
+                            if r.task == "lm" and r.data.dataset == "synthetic"}):
         try:
             if ensure_synthetic_corpus(data_dir):
                 print(f"generated the synthetic corpus in {data_dir}")
@@ -152,20 +153,20 @@ def _flat_items(block: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def print_runs(runs: list[dict], counts: dict[str, dict], out=sys.stdout) -> None:
+def print_runs(runs: list[RunSpec], counts: dict[str, dict], out=sys.stdout) -> None:
     print(f"{len(runs)} runs:", file=out)
     for r in runs:
-        res = r["resources"]
-        n = counts.get(r["run_id"]) or {}
+        res = r.resources
+        n = counts.get(r.run_id) or {}
         params = f"{n['non_embedding'] / 1e6:.3g}M non-embedding params" if n else "params unknown"
-        depth = ", ".join(_flat_items(r["model"].get("depth", {})))
-        print(f"  {r['run_id']}  {r['name']:<24} {r['task']}/{r['data']['dataset']} "
-              f"cell={r['model'].get('cell')} d_model={r['model'].get('d_model')} [{depth}] {params}; "
-              f"{r['train']['steps']} steps; {res['workers']} workers x ({res['cpus_per_worker']} CPU, "
-              f"{res['gpus_per_worker']} GPU)", file=out)
+        depth = ", ".join(_flat_items(r.model.get("depth", {})))
+        print(f"  {r.run_id}  {r.name:<24} {r.task}/{r.data.dataset} "
+              f"cell={r.model.get('cell')} d_model={r.model.get('d_model')} [{depth}] {params}; "
+              f"{r.train.steps} steps; {res.workers} workers x ({res.cpus_per_worker:g} CPU, "
+              f"{res.gpus_per_worker:g} GPU)", file=out)
 
 
-def open_sweep(results_root: Path, job, text: str, runs: list[dict], job_file: str, fresh: bool,
+def open_sweep(results_root: Path, job, text: str, runs: list[RunSpec], job_file: str, fresh: bool,
                overrides: list[str] | tuple[str, ...] = ()) -> SweepStore:
     from harness.run.envinfo import environment
 
@@ -178,11 +179,11 @@ def open_sweep(results_root: Path, job, text: str, runs: list[dict], job_file: s
     store.write_meta({"name": job.name, "job_file": str(Path(job_file).absolute()),
                       "created": meta.get("created") or utc_now(), "submitted": utc_now(),
                       "overrides": list(overrides), "env": environment(),
-                      "run_ids": [r["run_id"] for r in runs]})
+                      "run_ids": [r.run_id for r in runs]})
     store.write_job_text(text)
     for spec in runs:
-        rec = store.run(spec["run_id"])
-        rec.write_spec(spec)
+        rec = store.run(spec.run_id)
+        rec.write_spec(spec.to_json())
         if not (rec.dir / "status.json").exists():
             rec.set_status("pending")
     return store
@@ -280,10 +281,10 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def runs_to_do(store: SweepStore, runs: list[dict], retry_failed: bool) -> list[dict]:
+def runs_to_do(store: SweepStore, runs: list[RunSpec], retry_failed: bool) -> list[dict]:
     todo = []
     for spec in runs:
-        state = store.run(spec["run_id"]).read_status().get("state")
+        state = store.run(spec.run_id).read_status().get("state")
         if state == "finished" or (state == "failed" and not retry_failed):
             continue
         todo.append(spec)
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         finally:
             ray.shutdown()
-    failed = [r for r in runs if store.run(r["run_id"]).read_status().get("state") != "finished"]
+    failed = [r for r in runs if store.run(r.run_id).read_status().get("state") != "finished"]
     if not args.no_report:
         try:
             from harness.report import write_report
@@ -357,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # a report problem never hides the runs' outcome
             print(f"warning: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
     for r in failed:
-        st = store.run(r["run_id"]).read_status()
-        print(f"failed: {r['name']} ({r['run_id']}): {st.get('reason')}", file=sys.stderr)
+        st = store.run(r.run_id).read_status()
+        print(f"failed: {r.name} ({r.run_id}): {st.get('reason')}", file=sys.stderr)
     print(f"done: {len(runs) - len(failed)} finished, {len(failed)} failed")
     return 1 if failed else 0
 
