@@ -1,7 +1,10 @@
 """One run on one worker: the per-worker function and what it needs.
 
-- ``worker``    :func:`~harness.run.worker.train_worker` (Ray Train's entry) and
-                :func:`~harness.run.worker.run_training` (also runs without Ray)
+- ``spec``      :class:`~harness.run.spec.RunSpec`, one run, typed (the job file's sections)
+- ``worker``    :func:`~harness.run.worker.train_worker` (Ray Train's entry: process group,
+                path checks) and :func:`~harness.run.worker.run_training` (also without Ray)
+- ``trainer``   :class:`~harness.run.trainer.Trainer`: set-up, one step, periodic work
+                (log / eval / checkpoint), summary
 - ``workload``  a run's data shard, model and evaluation for its task
 - ``measure``   timing, memory and statistics shared by every model
 - ``session``   where a worker sends its messages and finds its checkpoint (Ray or local)
@@ -10,5 +13,5 @@
 - ``faults``    injected faults for the fault-tolerance tests
 - ``envinfo``   the environment a run saw (versions, devices, git state)
 
-May import ``harness.records`` and ``harness.data``, never ``harness.sweep``.
+May import ``harness.records`` and ``harness.data`` (and ``models``), never ``harness.sweep``.
 """
