@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from harness.watch.progress import MetricsTail, SweepProgress
+from harness.records import MetricsTail
+from harness.watch.progress import SweepProgress
 from harness.records import SweepStore
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

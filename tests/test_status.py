@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 
 from harness.records import SweepStore
-from harness.watch.status import (NotASweepFolder, format_duration, format_reason, latest_records, main,
-                            render_status, status_rows)
+from harness.records import latest_records
+from harness.watch.status import NotASweepFolder, format_duration, format_reason, main, render_status, status_rows
 
 REPO = Path(__file__).resolve().parents[1]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

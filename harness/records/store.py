@@ -139,6 +139,16 @@ class RunRecord:
         except OSError:
             return logging.StreamHandler(sys.stderr)
 
+    def log_files(self) -> list[Path]:
+        return sorted(self.log_dir.glob("rank*.log")) if self.log_dir.is_dir() else []
+
+    def log_tail(self, rank: int, lines: int) -> list[str] | None:
+        """The last ``lines`` lines of rank ``rank``'s log, or None when it has none."""
+        path = self.log_dir / f"rank{rank}.log"
+        if not path.is_file():
+            return None
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+
     # checkpoints of a run trained without Ray (Ray Train keeps its own under its storage)
     def local_checkpoint(self) -> Path | None:
         path = self.checkpoint_dir / "local"

@@ -27,73 +27,18 @@ Usage::
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from harness.records import RunRecord, SweepStore
-from harness.watch.status import (STATE_STYLES, format_duration, format_number, format_reason, format_val,
-                            latest_records, run_row)
+from harness.records import MetricsTail, RunRecord, SweepStore
+from harness.watch.status import STATE_STYLES, format_duration, format_number, format_reason, format_val, run_row
 
-__all__ = ["SweepProgress", "MetricsTail"]
+__all__ = ["SweepProgress"]
 
 SHOWN_ORDER = ("finished", "running", "failed", "pending")
-
-
-class MetricsTail:
-    """The latest record of each kind in one metrics.jsonl, read incrementally.
-
-    The first :meth:`poll` reads the file from its end (:func:`harness.watch.status.latest_records`);
-    later polls read only the complete lines appended since. A file rewritten on resume
-    (new inode, or shorter than what was read) is read afresh.
-    """
-
-    def __init__(self, path: str | Path, kinds: tuple[str, ...] = ("train", "eval")):
-        self.path = Path(path)
-        self.kinds = kinds
-        self.offset = 0          # bytes consumed: always the end of a complete line
-        self.latest: dict[str, dict] = {}
-        self._inode: int | None = None
-
-    def poll(self) -> dict[str, dict]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            self.offset, self.latest, self._inode = 0, {}, None
-            return self.latest
-        if st.st_ino != self._inode or st.st_size < self.offset:
-            self._inode = st.st_ino
-            self.latest = latest_records(self.path, self.kinds)
-            self.offset = self._end_of_complete_lines(st.st_size)
-        elif st.st_size > self.offset:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(st.st_size - self.offset)
-            complete = data[:data.rfind(b"\n") + 1]  # a torn last line waits for its newline
-            self.offset += len(complete)
-            for line in complete.split(b"\n"):
-                self._take(line)
-        return self.latest
-
-    def _end_of_complete_lines(self, size: int) -> int:
-        with open(self.path, "rb") as fh:
-            start = max(0, size - 65536)
-            fh.seek(start)
-            tail = fh.read(size - start)
-        cut = tail.rfind(b"\n")
-        return start + cut + 1 if cut >= 0 else (0 if start == 0 else self._end_of_complete_lines(start))
-
-    def _take(self, line: bytes) -> None:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            return
-        if isinstance(rec, dict) and rec.get("kind") in self.kinds:
-            self.latest[rec["kind"]] = rec
 
 
 @dataclass

@@ -17,8 +17,8 @@ last line of ``metrics.jsonl`` is skipped) and after it ended. Output:
 
 A run whose record cannot be read (not JSON) shows as state ``unknown`` with the error as its
 reason, next to the others. Exit code 0; 2 with a one-line error when the folder is not a sweep folder or ``--run``
-names no run. Reading goes through :mod:`harness.records`; the one extra reader here,
-:func:`latest_records`, reads ``metrics.jsonl`` from its end so a long run costs little.
+names no run. Every read goes through :mod:`harness.records` (``latest_records`` reads
+``metrics.jsonl`` from its end, so a long run costs little).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from harness.records import RunRecord, SweepStore
+from harness.records import RunRecord, SweepStore, latest_records
 
 __all__ = ["NotASweepFolder", "latest_records", "run_row", "status_rows", "render_status",
            "format_duration", "format_number", "format_reason", "format_val", "main"]
@@ -43,43 +43,6 @@ class NotASweepFolder(ValueError):
 
 
 # ----------------------------------------------------------------------------- reading
-
-def latest_records(path: str | Path, kinds: tuple[str, ...] = ("train", "eval"), *,
-                   chunk_bytes: int = 1 << 16) -> dict[str, dict]:
-    """The last record of each kind in a metrics.jsonl, read backwards from the file's end.
-
-    Reads ``chunk_bytes`` from the end, then 4x more each round until every kind is found
-    or the whole file was read. A torn last line (no newline yet) and lines that are not
-    JSON are skipped. Returns ``{kind: record}`` for the kinds found.
-    """
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
-        return {}
-    with fh:
-        size = fh.seek(0, 2)
-        window = max(int(chunk_bytes), 1)
-        while True:
-            start = max(0, size - window)
-            fh.seek(start)
-            lines = fh.read(size - start).split(b"\n")[:-1]  # the part after the last newline is torn
-            if start > 0:
-                lines = lines[1:]  # may begin mid-line
-            found: dict[str, dict] = {}
-            for line in reversed(lines):
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                kind = rec.get("kind") if isinstance(rec, dict) else None
-                if kind in kinds and kind not in found:
-                    found[kind] = rec
-                    if len(found) == len(kinds):
-                        return found
-            if start == 0:
-                return found
-            window *= 4
-
 
 def _parse_time(text: Any) -> _dt.datetime | None:
     if not text:
@@ -300,12 +263,11 @@ def _render_run(store: SweepStore, row: dict) -> str:
               ("attempt", row["attempt"]), ("reason", cells["reason"] or None)]
     lines = [f"{k:>9}: {'-' if v is None else v}" for k, v in fields]
     lines.append(f"{'grid':>9}: {json.dumps(rec.read_spec().get('grid') or {}, sort_keys=True)}")
-    logs = sorted(rec.log_dir.glob("rank*.log")) if rec.log_dir.is_dir() else []
+    logs = rec.log_files()
     lines.append(f"{'logs':>9}: {rec.log_dir}" + (f" ({', '.join(p.name for p in logs)})" if logs else " (none yet)"))
-    failing = rec.log_dir / f"rank{row['rank']}.log"
-    if row["state"] == "failed" and row["rank"] is not None and failing.is_file():
-        tail = failing.read_text(encoding="utf-8", errors="replace").splitlines()[-10:]
-        lines += [f"last lines of {failing.name}:"] + [f"  {t}" for t in tail]
+    tail = rec.log_tail(row["rank"], 10) if row["state"] == "failed" and row["rank"] is not None else None
+    if tail is not None:
+        lines += [f"last lines of rank{row['rank']}.log:"] + [f"  {t}" for t in tail]
     return "\n".join(lines) + "\n"
 
 
