@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from harness.records import RecordsFull
 from harness.run.session import LocalSession
 from harness.run.worker import run_training
 
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
         os.environ.setdefault(key, value)
     store = SweepStore(Path(args.results).absolute() / job.name)
+    store.reserve_space()
     record = store.run(spec.run_id)
     record.write_spec(spec.to_json())
     record.set_status("running", reason=None, rank=None)
@@ -80,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                                 world_size=1)
         try:
             summary = run_training(spec, record.dir, LocalSession(record))
+        except RecordsFull as exc:  # recorded failed already
+            print(f"error: {spec.name} ({spec.run_id}): {exc.strerror}", file=sys.stderr)
+            return 1
         finally:
             dist.destroy_process_group()
     print(f"{spec.name} ({spec.run_id}): {record.read_status()['state']} -> {record.dir}")

@@ -5,17 +5,18 @@ run's files.
   (``runs/<run_id>/``), atomic JSON writes, the pandas loaders :func:`load_sweep` and
   :func:`load_metrics`. :meth:`RunRecord.set_status` is the one function that moves a run
   from state to state (pending -> running -> finished | failed; back to pending on Ctrl-C).
-- ``messages``: :func:`apply_message`, a worker's message -> record writes.
+- ``messages``: :func:`apply_message`, a worker's message -> record writes (a full disk:
+  the run recorded failed in the sweep's reserved space, :class:`RecordsFull` raised).
 - ``tail``: the end of a growing ``metrics.jsonl``, read cheaply (status and live views).
 - ``schema``: every recorded figure (key, unit, which runs have it, meaning).
 
 Imports nothing else of ``harness``; every other package imports it.
 """
 from harness.records import schema
-from harness.records.messages import apply_message
+from harness.records.messages import RecordsFull, apply_message
 from harness.records.tail import MetricsTail, latest_records
 from harness.records.store import (STATES, RunRecord, SweepStore, atomic_write_json, atomic_write_text,
-                                   load_metrics, load_sweep, read_json, read_jsonl, utc_now)
+                                   is_disk_full, load_metrics, load_sweep, read_json, read_jsonl, utc_now)
 
-__all__ = ["STATES", "MetricsTail", "RunRecord", "SweepStore", "apply_message", "atomic_write_json", "atomic_write_text",
-           "latest_records", "load_metrics", "load_sweep", "read_json", "read_jsonl", "schema", "utc_now"]
+__all__ = ["STATES", "MetricsTail", "RecordsFull", "RunRecord", "SweepStore", "apply_message", "atomic_write_json",
+           "atomic_write_text", "is_disk_full", "latest_records", "load_metrics", "load_sweep", "read_json", "read_jsonl", "schema", "utc_now"]

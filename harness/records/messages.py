@@ -18,10 +18,34 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from harness.records.store import RunRecord
+from harness.records.store import RunRecord, is_disk_full, release_reserve
+
+
+NO_SPACE = "no space left on device"  # the start of a full disk's reason, wherever it is caught
+
+
+class RecordsFull(OSError):
+    """The disk of the results folder is full: the run was recorded failed ("no space left
+    on device") and must stop; the records written before stay as they were."""
 
 
 def apply_message(record: RunRecord, message: dict[str, Any]) -> None:
+    """Write one worker message into a run's records (:func:`_apply`); a full disk records
+    the run as failed with "no space left on device" (in the space the sweep reserved) and
+    raises :class:`RecordsFull`."""
+    try:
+        _apply(record, message)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        reason = (f"{NO_SPACE}: the run's records could not be written "
+                  f"({exc.filename or record.dir}); free space in the results folder and resubmit")
+        release_reserve(record.sweep_dir)
+        record.set_status("failed", reason=reason, rank=None)
+        raise RecordsFull(exc.errno, reason) from None
+
+
+def _apply(record: RunRecord, message: dict[str, Any]) -> None:
     """Write one worker message into a run's records (idempotent for status, append for metrics).
 
     Attempts are timed here, on the receiving side's clock: an attempt runs from its first

@@ -17,6 +17,7 @@ flattened); ``load_metrics`` returns every run's per-step records.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import logging
 import json
 import math
@@ -119,6 +120,10 @@ class RunRecord:
     @property
     def run_id(self) -> str:
         return self.dir.name
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.dir.parent.parent  # results/<sweep>/runs/<run_id>
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -232,9 +237,14 @@ class RunRecord:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.metrics_path, "a", encoding="utf-8") as fh:
-            fh.write(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
+            size = fh.tell()
+            try:
+                fh.write(lines)
+                fh.flush()
+                os.fsync(fh.fileno())
+            except OSError:  # a full disk: no half line may stay behind to corrupt the next one
+                fh.truncate(size)
+                raise
 
     def read_metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_path)
@@ -245,11 +255,42 @@ class RunRecord:
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError that says the disk (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+RESERVE_NAME = ".space-reserve"
+RESERVE_BYTES = 1 << 20
+
+
+def release_reserve(sweep_dir: str | Path) -> bool:
+    """Free the sweep's reserved space (so a full disk still takes a run's verdict)."""
+    try:
+        (Path(sweep_dir) / RESERVE_NAME).unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 class SweepStore:
     """The folder of one sweep: ``sweep.json``, ``job.yaml`` and ``runs/<run_id>/``."""
 
     def __init__(self, sweep_dir: str | Path):
         self.dir = Path(sweep_dir)
+
+    def reserve_space(self) -> None:
+        """Hold ``RESERVE_BYTES`` in a file of the sweep folder. When the disk fills up, the
+        records free it to write the failed run's status ("no space left"), which a full
+        disk would refuse otherwise. Made again at each submission."""
+        path = self.dir / RESERVE_NAME
+        if path.is_file() and path.stat().st_size >= RESERVE_BYTES:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(b"\0" * RESERVE_BYTES)  # real blocks: a sparse file would reserve nothing
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def run(self, run_id: str) -> RunRecord:
         return RunRecord(self.dir / "runs" / run_id)

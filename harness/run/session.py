@@ -117,12 +117,16 @@ def record_callback(run_dir: str):
             self.run_dir = run_dir
 
         def after_report(self, run_context, metrics, checkpoint):
+            # a full disk raises RecordsFull here, after recording the run failed: Ray Train
+            # then ends the run, and launch keeps that verdict
             record = RunRecord(self.run_dir)
             message = (metrics[0] or {}).get("message", {}) if metrics else {}
             apply_message(record, message)
 
         def after_exception(self, run_context, worker_exceptions):
             record = RunRecord(self.run_dir)
+            if record.read_status().get("state") == "failed":  # already decided (a full disk)
+                return
             rank, exc = sorted(worker_exceptions.items())[0]
             # the run goes on if Ray Train restarts the workers; if not, launch marks it failed
             record.set_status("running", reason=f"worker error: {describe_exception(exc)}", rank=rank)

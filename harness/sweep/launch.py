@@ -23,7 +23,9 @@ import os
 import sys
 from pathlib import Path
 
-from harness.records import SweepStore
+from harness.records import SweepStore, is_disk_full
+from harness.records.messages import NO_SPACE
+from harness.records.store import release_reserve
 from harness.run.session import describe_exception
 from harness.run.spec import RunSpec
 
@@ -72,13 +74,24 @@ def _fit_run(spec: RunSpec, run_dir: str, single_node: bool) -> str:
 
 
 def record_failure(record, spec: RunSpec, reason: str, rank: int | None = None) -> None:
-    """Record a run as failed; a run folder deleted under the run is recreated and says so."""
+    """Record a run as failed; a run folder deleted under the run is recreated and says so,
+    and a verdict the records already gave for a full disk is kept."""
+    status = record.read_status()
+    if status.get("state") == "failed" and str(status.get("reason") or "").startswith(NO_SPACE):
+        return
     deleted = not (record.dir / "spec.json").exists()
     if deleted and not reason.startswith("WorkerPathError"):  # whichever part tripped over it first
         reason = f"run folder {record.dir} was deleted while the run was in flight ({reason})"
-    record.set_status("failed", reason=reason, rank=rank)
-    if deleted:
-        record.write_spec(spec.to_json())
+    if "No space left on device" in reason or "Disk quota exceeded" in reason:
+        reason = f"{NO_SPACE}: {reason}"
+    try:
+        record.set_status("failed", reason=reason, rank=rank)
+        if deleted:
+            record.write_spec(spec.to_json())
+    except OSError as exc:
+        if not is_disk_full(exc) or not release_reserve(record.sweep_dir):
+            raise
+        record.set_status("failed", reason=f"{NO_SPACE}: {reason}", rank=rank)  # in the reserved space
 
 
 def placement_wait(res: dict) -> tuple[float, int]:

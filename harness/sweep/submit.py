@@ -175,6 +175,7 @@ def open_sweep(results_root: Path, job, text: str, runs: list[RunSpec], job_file
         archived = store.archive(_dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
         if archived is not None:
             print(f"--fresh: the previous results were moved to {archived}")
+    store.reserve_space()  # a full disk later still takes the failed run's verdict
     meta = store.read_meta()
     store.write_meta({"name": job.name, "job_file": str(Path(job_file).absolute()),
                       "created": meta.get("created") or utc_now(), "submitted": utc_now(),
