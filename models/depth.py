@@ -58,6 +58,10 @@ class DepthStrategy(nn.Module):
     def set_step(self, step: int) -> None:
         self.step = int(step)
 
+    def spectral_radius(self, x: torch.Tensor, n_iter: int = 20) -> Optional[torch.Tensor]:
+        """rho(J_f(z*)) per sample (B,) where the strategy has an equilibrium; None here."""
+        return None
+
     def forward(self, x: torch.Tensor) -> DepthResult:
         raise NotImplementedError
 

@@ -46,7 +46,7 @@ from typing import Any, Callable, ClassVar, Optional
 
 import torch
 
-from solvers import SOLVERS, equilibrium, jacobian_frobenius_loss, option_problem
+from solvers import SOLVERS, equilibrium, jacobian_frobenius_loss, jacobian_spectral_radius, option_problem
 
 from .config import MAX_ITER, MAX_LAYERS, MAX_STEPS, DepthOptions, FrozenOptions, coerce_value
 from .depth import CellFactory, DepthResult, DepthStrategy, apply_cell_repeatedly
@@ -209,6 +209,23 @@ class DEQ(DepthStrategy):
     @property
     def in_pretraining(self) -> bool:
         return self.step < self.options.pretrain_steps
+
+    def spectral_radius(self, x: torch.Tensor, n_iter: int = 20) -> torch.Tensor:
+        """rho(J_f(z*)) per sample (B,): the spectral radius of the cell's Jacobian at the
+        equilibrium the forward solver finds for input ``x`` (B, T, D), by power iteration
+        with vector-Jacobian products. Below 1: z* is an attracting fixed point (plain
+        iteration converges near it); the DEQ literature watches it grow during training
+        (Bai, Koltun, Kolter 2021)."""
+        opts = self.options
+        injection = self.cell.prepare_injection(x)
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            return self.cell(z, injection)
+
+        with torch.no_grad():
+            res = SOLVERS[opts.solver](f, torch.zeros_like(x), max_iter=opts.max_iter, tol=opts.tol,
+                                       stop_mode=opts.stop_mode, **dict(opts.solver_options))
+        return jacobian_spectral_radius(f, res.z, n_iter=n_iter)
 
     def forward(self, x: torch.Tensor) -> DepthResult:
         opts = self.options

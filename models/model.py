@@ -75,6 +75,18 @@ class DepthModel(nn.Module):
         embedding = unique_count([*self.embedding.parameters(), *self.head.parameters()])
         return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
 
+    @torch.no_grad()
+    def spectral_radius(self, tokens: torch.Tensor, n_iter: int = 20) -> Optional[torch.Tensor]:
+        """The strategy's rho(J_f(z*)) per sample (B,) for ``tokens`` (B, T), or None for a
+        strategy without an equilibrium. Dropout is off for it whatever the mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            x = self.embedding(tokens) * self.emb_scale  # (B, T, D)
+            return self.strategy.spectral_radius(x, n_iter=n_iter)
+        finally:
+            self.train(was_training)
+
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor) -> ModelOutput:
         if tokens.dim() != 2 or targets.shape != tokens.shape:
             raise ValueError(f"tokens and targets: expected two (B, T) tensors of the same shape, got "

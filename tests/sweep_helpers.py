@@ -19,14 +19,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Every summary figure a finished run must carry (harness.records.schema), finite;
 # tests/test_schema.py checks that the schema lists them all.
-COMMON_METRICS = ("activation_bytes", "peak_mem_bytes", "static_mem_bytes", "step_time_s", "fwd_time_s",
-                  "bwd_time_s", "tokens_per_s", "nfe", "wall_time_s", "train_loss", "params_total",
-                  "params_embedding", "params_non_embedding")
+COMMON_METRICS = ("activation_bytes", "static_mem_bytes", "step_time_s", "step_time_p10_s", "step_time_p90_s",
+                  "fwd_time_s", "bwd_time_s", "tokens_per_s", "infer_time_s", "nfe", "wall_time_s", "train_loss",
+                  "params_total", "params_embedding", "params_non_embedding")
 LM_METRICS = ("val_loss", "val_ppl", "test_loss", "test_ppl", "optimal_ppl")
 COPY_METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 DEQ_METRICS = ("fwd_nstep_mean", "fwd_nstep_max", "fwd_abs_res_mean", "fwd_abs_res_max",
                "fwd_rel_res_mean", "fwd_rel_res_max", "bwd_nstep_mean", "bwd_nstep_max",
-               "bwd_res_mean", "bwd_res_max", "solver_time_s")
+               "bwd_res_mean", "bwd_res_max", "solver_time_s", "spectral_radius")
 
 
 def assert_keys_in_schema(run_dir: Path) -> None:

@@ -399,3 +399,13 @@ def test_depth_size_follows_each_strategys_size_key():
     assert depth_size({"kind": "checkpointed", "layers": 9, "segments": 3}) == 9
     assert depth_size({"kind": "neural_ode", "steps": 2, "method": "rk4"}) == 2
     assert depth_size({"kind": "nope", "layers": 3}) is None and depth_size("deq") is None
+
+
+def test_spectral_radius_only_where_there_is_an_equilibrium():
+    base = {"task": "lm", "vocab_size": 50, "cell": "transformer", "d_model": 16, "n_head": 2, "d_inner": 32}
+    tokens = torch.randint(0, 50, (3, 8), generator=torch.Generator().manual_seed(0))
+    deq = build_model({**base, "depth": {"kind": "deq", "max_iter": 30, "tol": 1e-5}})
+    rho = deq.spectral_radius(tokens)
+    assert rho.shape == (3,) and bool((rho > 0).all()) and bool(torch.isfinite(rho).all())
+    assert deq.training  # left as it was
+    assert build_model({**base, "depth": {"kind": "weight_tied", "layers": 2}}).spectral_radius(tokens) is None

@@ -30,6 +30,13 @@ def test_one_run_without_ray_writes_the_same_records(tmp_path):
     assert not bad, bad
     assert summary["world_size"] == 1
     assert [r["step"] for r in rec.read_metrics() if r["kind"] == "train"] == [2, 4, 6, 8]
+    # every step after the warm-up is timed: the spread brackets the median
+    for name in ("step", "fwd", "bwd", "solver"):
+        assert summary[f"{name}_time_p10_s"] <= summary[f"{name}_time_s"] <= summary[f"{name}_time_p90_s"]
+    assert summary["peak_mem_bytes"] is None  # a CPU has no allocator peak worth recording
+    assert summary["spectral_radius"] > 0 and summary["infer_time_s"] > 0
+    evals = [r for r in rec.read_metrics() if r["kind"] == "eval"]
+    assert evals and all(r["spectral_radius"] > 0 for r in evals)
     assert_keys_in_schema(rec.dir)
 
 

@@ -71,26 +71,55 @@ activation_bytes        | bytes    | memory   | summary       | -               
 activation_bytes_warmup | bytes    | memory   | summary       | deq with pretrain_steps | activation_bytes of a DEQ in its
                         |          |          |               |                         | weight-tied warm-up mode (null for
                         |          |          |               |                         | every other run)
-peak_mem_bytes          | bytes    | memory   | summary train | -                       | CUDA: max_memory_allocated over
-                        |          |          |               |                         | the timed steps; CPU: peak RSS
-                        |          |          |               |                         | growth over them
+peak_mem_bytes          | bytes    | memory   | summary train | CUDA                    | CUDA:
+                        |          |          |               |                         | torch.cuda.max_memory_allocated
+                        |          |          |               |                         | over the measure_steps steps after
+                        |          |          |               |                         | the warm-up, the largest rank's;
+                        |          |          |               |                         | not measured on a CPU (no
+                        |          |          |               |                         | allocator statistic there; a dash)
 static_mem_bytes        | bytes    | memory   | summary       | -                       | parameters + gradients + optimizer
                         |          |          |               |                         | state
 step_time_s             | s        | speed    | summary train | -                       | one training step, device
                         |          |          |               |                         | synchronised; summary: median over
-                        |          |          |               |                         | the timed steps after warm-up
-                        |          |          |               |                         | (measure_steps after
-                        |          |          |               |                         | measure_warmup), train line: mean
-                        |          |          |               |                         | since the last line
-fwd_time_s              | s        | speed    | summary       | -                       | the forward part of step_time_s
-                        |          |          |               |                         | (median); includes the DEQ solve
-bwd_time_s              | s        | speed    | summary       | -                       | the backward part of step_time_s
+                        |          |          |               |                         | every step after the warm-up
+                        |          |          |               |                         | (measure_warmup steps of each
+                        |          |          |               |                         | attempt), train line: mean since
+                        |          |          |               |                         | the last line
+step_time_p10_s         | s        | speed    | summary       | -                       | 10th percentile of the timed
+                        |          |          |               |                         | steps' times (linear
+                        |          |          |               |                         | interpolation)
+step_time_p90_s         | s        | speed    | summary       | -                       | 90th percentile of the timed
+                        |          |          |               |                         | steps' times
+fwd_time_s              | s        | speed    | summary       | -                       | the forward part of a step (median
+                        |          |          |               |                         | over the timed steps); includes
+                        |          |          |               |                         | the DEQ solve
+fwd_time_p10_s          | s        | speed    | summary       | -                       | 10th percentile of the forward
+                        |          |          |               |                         | times
+fwd_time_p90_s          | s        | speed    | summary       | -                       | 90th percentile of the forward
+                        |          |          |               |                         | times
+bwd_time_s              | s        | speed    | summary       | -                       | the backward part of a step
                         |          |          |               |                         | (median); includes the adjoint
                         |          |          |               |                         | solve
+bwd_time_p10_s          | s        | speed    | summary       | -                       | 10th percentile of the backward
+                        |          |          |               |                         | times
+bwd_time_p90_s          | s        | speed    | summary       | -                       | 90th percentile of the backward
+                        |          |          |               |                         | times
 solver_time_s           | s        | speed    | summary       | deq                     | the DEQ's forward solve, part of
-                        |          |          |               |                         | fwd_time_s (median)
+                        |          |          |               |                         | fwd_time_s (median over the timed
+                        |          |          |               |                         | steps)
+solver_time_p10_s       | s        | speed    | summary       | deq                     | 10th percentile of the forward
+                        |          |          |               |                         | solve times
+solver_time_p90_s       | s        | speed    | summary       | deq                     | 90th percentile of the forward
+                        |          |          |               |                         | solve times
 tokens_per_s            | tokens/s | speed    | summary train | -                       | tokens processed per second across
                         |          |          |               |                         | all data-parallel workers
+infer_time_s            | s        | speed    | summary       | -                       | inference: one validation batch's
+                        |          |          |               |                         | forward pass without gradients,
+                        |          |          |               |                         | device synchronised (median over
+                        |          |          |               |                         | the final validation pass)
+infer_peak_mem_bytes    | bytes    | memory   | summary       | CUDA                    | inference: peak allocated memory
+                        |          |          |               |                         | during the final validation pass
+                        |          |          |               |                         | (CUDA; not measured on a CPU)
 lr                      | -        | speed    | train         | -                       | the learning rate at that step
 wall_time_s             | s        | speed    | summary       | -                       | the run's training time, summed
                         |          |          |               |                         | over its attempts (time waiting
@@ -134,6 +163,12 @@ bwd_res_mean            | -        | depth    | summary       | deq, grad ift   
                         |          |          |               |                         | the batch means
 bwd_res_max             | -        | depth    | summary       | deq, grad ift           | adjoint relative residual, largest
                         |          |          |               |                         | per-sample value
+spectral_radius         | -        | depth    | summary eval  | deq                     | rho(J_f(z*)): spectral radius of
+                        |          |          |               |                         | the cell's Jacobian at the
+                        |          |          |               |                         | equilibrium, power iteration on
+                        |          |          |               |                         | the first validation batch of each
+                        |          |          |               |                         | rank, mean (eval lines and the
+                        |          |          |               |                         | end)
 loss                    | nats     | quality  | train         | -                       | training loss (mean token NLL
                         |          |          |               |                         | since the last line)
 train_loss              | nats     | quality  | summary       | -                       | the last train line's loss

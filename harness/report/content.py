@@ -27,8 +27,9 @@ PER_RUN_ENV_SKIP = ("seeds", "started", "ended")  # expected to differ between r
 
 # The report's glossary: the figures its tables show, with their meaning from the schema.
 GLOSSARY_KEYS = ("activation_bytes", "activation_bytes_warmup", "peak_mem_bytes", "static_mem_bytes",
-                 "step_time_s", "fwd_time_s", "bwd_time_s", "solver_time_s", "tokens_per_s", "nfe",
-                 "fwd_nstep_mean", "fwd_rel_res_mean", "bwd_nstep_mean", "bwd_res_mean",
+                 "step_time_s", "step_time_p90_s", "fwd_time_s", "bwd_time_s", "solver_time_s", "tokens_per_s",
+                 "infer_time_s", "nfe", "fwd_nstep_mean", "fwd_rel_res_mean", "bwd_nstep_mean", "bwd_res_mean",
+                 "spectral_radius",
                  "val_loss", "val_ppl", "val_acc", "optimal_ppl")
 METRIC_GLOSSARY = tuple(
     (k, schema.BY_KEY[k].meaning + (f" ({schema.BY_KEY[k].only} only)" if schema.BY_KEY[k].only else ""))

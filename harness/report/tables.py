@@ -172,12 +172,15 @@ COST_COLUMNS = [
     Column("activations", "activation_bytes", "bytes",
            "bytes saved for backward in one training forward (unique storages, parameters excluded)"),
     Column("act. saved", "activation_saved_pct", "pct", "activation memory saved against the baseline"),
-    Column("peak mem", "peak_mem_bytes", "bytes", "peak memory over measured steps (CUDA allocator or RSS growth)"),
+    Column("peak mem", "peak_mem_bytes", "bytes",
+           "CUDA peak allocated memory over the measured steps (not measured on a CPU)"),
     Column("peak saved", "peak_mem_saved_pct", "pct", "peak memory saved against the baseline"),
-    Column("step time", "step_time_s", "seconds", "median training step time after warm-up"),
+    Column("step time", "step_time_s", "seconds", "median training step time over every step after warm-up"),
+    Column("step p90", "step_time_p90_s", "seconds", "90th percentile of the training step times"),
     Column("slowdown", "slowdown_x", "factor", "step time divided by the baseline's"),
     Column("throughput", "tokens_per_s", "rate", "tokens per second across all data-parallel workers"),
     Column("nfe", "nfe", "plain", "cell evaluations per forward"),
+    Column("inference", "infer_time_s", "seconds", "one validation batch's forward pass, no gradients (median)"),
 ]
 # (max over batch and the absolute residual are in summary.csv / models.csv)
 SOLVER_COLUMNS = [
@@ -185,6 +188,7 @@ SOLVER_COLUMNS = [
     Column("fwd rel. res.", "fwd_rel_res_mean", "sci", "forward relative residual ||f(z)-z||/||f(z)||"),
     Column("bwd nstep", "bwd_nstep_mean", "plain", "adjoint (backward) solver iterations"),
     Column("bwd res.", "bwd_res_mean", "sci", "adjoint solver residual"),
+    Column("rho(J)", "spectral_radius", "plain", "spectral radius of the cell's Jacobian at the equilibrium, at the end"),
 ]
 FWD_ABS_RESIDUAL = Column("fwd abs. res.", "fwd_abs_res_mean", "sci", "forward absolute residual ||f(z)-z||")
 LM_QUALITY = [Column("val ppl", "val_ppl", "plain", "validation perplexity exp(mean token NLL)"),

@@ -1,19 +1,18 @@
 """Measurement shared by every model, so that figures are comparable (docs/design.md, Metrics;
 the figures themselves are listed in harness.records.schema).
 
-- time: device-synchronised wall clock around forward, backward and optimizer step;
-  medians over the measured steps, warm-up steps excluded by the caller;
+- time: device-synchronised wall clock around forward, backward and optimizer step, every
+  step; median, 10th and 90th percentile over all steps after ``measure_warmup``;
 - memory: ``activation_bytes`` comes from ``models.memory`` (saved-tensor hooks);
-  ``peak_mem_bytes`` is ``torch.cuda.max_memory_allocated`` over the measured steps after
-  ``reset_peak_memory_stats`` on CUDA, and peak-RSS growth over the measured steps on CPU
-  (the process's peak resident set size after them minus its resident size before them);
+  ``peak_mem_bytes`` is ``torch.cuda.max_memory_allocated`` over the ``measure_steps``
+  steps after the warm-up, after ``reset_peak_memory_stats``, on CUDA; not measured on a
+  CPU (None: no allocator statistic there means what the label says);
   ``static_mem_bytes`` is parameters + gradients + optimizer state held by this rank;
 - cross-rank aggregation: means are averaged over ranks, maxima take the maximum.
 """
 from __future__ import annotations
 
 import math
-import resource
 import statistics
 import time
 from typing import Any, Iterable
@@ -33,36 +32,26 @@ def now(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def rss_bytes() -> int:
-    """Current resident set size of this process."""
-    with open("/proc/self/statm") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * resource.getpagesize()
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
 class MemoryWindow:
-    """Peak memory over a window of steps, measured the same way for every model."""
+    """Peak memory over a window of steps, measured the same way for every model.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` since the window began. On a CPU there is no
+    allocator statistic worth the name (RSS growth reads 0 B for runs whose activations are
+    megabytes: the allocator reuses freed pages), so the peak is not measured: None, a dash
+    in the report. ``activation_bytes`` and ``static_mem_bytes`` are measured everywhere.
+    """
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.start = 0
 
     def begin(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-            self.start = torch.cuda.memory_allocated(self.device)
-        else:
-            self.start = rss_bytes()
 
-    def peak_bytes(self) -> int:
-        """CUDA: peak allocated in the window. CPU: peak RSS growth over the window start."""
+    def peak_bytes(self) -> int | None:
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
-        return max(0, peak_rss_bytes() - self.start)
+        return None
 
 
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
@@ -83,6 +72,17 @@ def static_mem_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer |
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1, linear interpolation between order statistics); NaN if empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return float(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo))
 
 
 def all_reduce_stats(means: dict[str, float], maxes: dict[str, float],
@@ -161,12 +161,13 @@ def reduce_summary(summary: dict, device: torch.device) -> dict:
                if isinstance(v, float) and not k.startswith(("val_", "test_"))}
     means = {k: v for k, v in numeric.items() if not k.endswith("_max")}
     maxes = {k: v for k, v in numeric.items() if k.endswith("_max")}
-    maxes["peak_mem_bytes"] = float(summary["peak_mem_bytes"])
+    peaks = [k for k in ("peak_mem_bytes", "infer_peak_mem_bytes") if summary.get(k) is not None]
+    maxes.update({k: float(summary[k]) for k in peaks})  # the largest rank's peak
     means, maxes = all_reduce_stats(means, maxes, device)
     out = dict(summary)
     out.update(means)
     out.update(maxes)
-    out["peak_mem_bytes"] = int(maxes["peak_mem_bytes"])
+    out.update({k: int(maxes[k]) for k in peaks})
     return out
 
 

@@ -94,8 +94,9 @@ class TrainSection(_Section):
     test_batches: int = Field(0, ge=0, le=MAX_BATCHES, description="0: the whole test split")
     log_interval: int = Field(5, gt=0, le=MAX_STEPS)
     checkpoint_interval: int = Field(0, ge=0, le=MAX_STEPS, description="0: only at the end")
-    measure_warmup: int = Field(2, ge=0, le=MAX_STEPS, description="steps excluded before timing")
-    measure_steps: int = Field(5, gt=0, le=MAX_STEPS, description="timed steps (median)")
+    measure_warmup: int = Field(2, ge=0, le=MAX_STEPS,
+                                description="steps of each attempt excluded from timing and memory")
+    measure_steps: int = Field(5, gt=0, le=MAX_STEPS, description="steps of the peak-memory window after the warm-up (every step after it is timed)")
     seed: int = Field(0, ge=0, le=MAX_SEED)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
 

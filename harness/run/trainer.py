@@ -51,12 +51,47 @@ class WorkerPathError(RuntimeError):
 
 @dataclass
 class StepTimes:
-    """Per-step timings of the timed window (seconds): the summary's medians."""
+    """Per-step timings (seconds) of every step after the warm-up: the summary's medians and
+    10th / 90th percentiles. ``solver`` only for a strategy that reports its solve time."""
 
     step: list[float] = field(default_factory=list)
     fwd: list[float] = field(default_factory=list)
     bwd: list[float] = field(default_factory=list)
     solver: list[float] = field(default_factory=list)
+
+    def add(self, step: float, fwd: float, bwd: float, solver: float | None) -> None:
+        self.step.append(step)
+        self.fwd.append(fwd)
+        self.bwd.append(bwd)
+        if solver is not None:
+            self.solver.append(float(solver))
+
+    def figures(self) -> dict[str, float]:
+        """``<name>_time_s`` (median), ``<name>_time_p10_s`` and ``<name>_time_p90_s``."""
+        out: dict[str, float] = {}
+        for name, values in (("step", self.step), ("fwd", self.fwd), ("bwd", self.bwd),
+                             ("solver", self.solver)):
+            out[f"{name}_time_s"] = measure.median(values)
+            out[f"{name}_time_p10_s"] = measure.quantile(values, 0.1)
+            out[f"{name}_time_p90_s"] = measure.quantile(values, 0.9)
+        return out
+
+
+class InferenceWindow:
+    """The final validation pass, timed per batch (forward only, no gradient) and, on CUDA,
+    its peak memory: what inference with the trained model costs."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.times, self.peak = device, [], None
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def end(self) -> None:
+        if self.device.type == "cuda":
+            self.peak = int(torch.cuda.max_memory_allocated(self.device))
+
+    def figures(self) -> dict[str, Any]:
+        return {"infer_time_s": measure.median(self.times), "infer_peak_mem_bytes": self.peak}
 
 
 def device_for(session: Session) -> torch.device:
@@ -100,7 +135,7 @@ class Trainer:
         self.times = StepTimes()
         self.stats = measure.StatsWindow()
         self.pending: list[dict] = []
-        self.peak = 0
+        self.peak: int | None = None  # CUDA only (measure.MemoryWindow)
         self.last_loss = float("nan")
         self.t_start = measure.now(self.device)
 
@@ -195,12 +230,10 @@ class Trainer:
         engine.step()
         t3 = now(self.device)
         stats = {**out.stats, **out.backward_stats()}
-        if self.measure_from < step <= self.measure_to:
-            for times, value in ((self.times.step, t3 - t0), (self.times.fwd, t1 - t0),
-                                 (self.times.bwd, t2 - t1), (self.times.solver, stats.get("solver_time_s", 0.0))):
-                times.append(float(value))
-            if step == self.measure_to:
-                self.peak = self.window.peak_bytes()
+        if step > self.measure_from:  # every step after the warm-up is timed
+            self.times.add(t3 - t0, t1 - t0, t2 - t1, stats.get("solver_time_s"))
+        if step == self.measure_to:
+            self.peak = self.window.peak_bytes()
         stats["step_time_s"] = t3 - t0
         self.stats.add(float(loss.detach()), stats)
 
@@ -217,7 +250,7 @@ class Trainer:
         if cfg.eval_interval and step % cfg.eval_interval == 0 and not last:
             ev = self.work.evaluate(self.engine, "valid", max_batches=cfg.eval_batches)
             self.pending.append({"kind": "eval", "step": step, "elapsed_s": self._elapsed(),
-                                 **{f"val_{k}": v for k, v in ev.items()}})
+                                 **{f"val_{k}": v for k, v in ev.items()}, **self._spectral_radius()})
         if do_ckpt:
             self._send_with_checkpoint(step)
         elif do_log:
@@ -239,18 +272,22 @@ class Trainer:
     def finish(self) -> dict | None:
         """Final eval, the run's summary (reduced over ranks), the final message."""
         work, steps = self.work, self.cfg.steps
-        evals = {f"val_{k}": v for k, v in work.evaluate(self.engine, "valid").items()}
+        inference = InferenceWindow(self.device)
+        evals = {f"val_{k}": v for k, v in work.evaluate(self.engine, "valid", timings=inference.times).items()}
+        inference.end()
         evals.update({f"test_{k}": v for k, v in work.evaluate(
             self.engine, "test", max_batches=self.cfg.test_batches or None).items()})
+        radius = self._spectral_radius()
         wall = self._elapsed()
-        summary = measure.reduce_summary({**self._figures(wall), **self.stats.summary(), **evals}, self.device)
+        summary = measure.reduce_summary({**self._figures(wall), **self.stats.summary(), **evals,
+                                          **inference.figures(), **radius}, self.device)
         # ZeRO-3 partitions the parameters: the module then holds no full copy to compare
         if self.engine.zero_optimization_stage() < 3:
             summary["rank_param_sha"] = measure.gather_from_ranks(measure.param_fingerprint(self.engine.module),
                                                                   self.session.world_size)
         summary["rank_nodes"] = measure.gather_from_ranks(_node_name(), self.session.world_size)
         self._send({"records": [{"kind": "eval", "step": steps, "elapsed_s": wall,
-                                 **{k: v for k, v in evals.items() if k.startswith("val_")}}],
+                                 **{k: v for k, v in evals.items() if k.startswith("val_")}, **radius}],
                     "summary": summary,
                     "status": {"state": "finished", "step": steps, "reason": None, "rank": None}})
         log.info("finished: %s", {k: summary.get(k) for k in ("val_ppl", "test_ppl", "step_time_s")})
@@ -270,12 +307,22 @@ class Trainer:
             "activation_bytes": self.activation_bytes, "activation_bytes_warmup": self.activation_bytes_warmup,
             "peak_mem_bytes": self.peak, "static_mem_bytes": measure.static_mem_bytes(self.engine.module,
                                                                                       self.optimizer),
-            "step_time_s": step_time, "fwd_time_s": measure.median(times.fwd),
-            "bwd_time_s": measure.median(times.bwd), "solver_time_s": measure.median(times.solver),
+            **times.figures(),
             "tokens_per_s": self.tokens_per_step / step_time if step_time > 0 else None,
             "wall_time_s": wall, "steps": self.cfg.steps, "train_loss": self.last_loss,
             "optimal_ppl": self.work.optimal_ppl,
         }
+
+    def _spectral_radius(self) -> dict[str, float]:
+        """``{"spectral_radius": rho}`` (mean over every rank's first validation batch) for a
+        strategy with an equilibrium, else {}. Every rank takes part (one all-reduce)."""
+        if self.engine.zero_optimization_stage() >= 3:  # partitioned weights: no cell to call
+            return {}
+        rho = self.work.spectral_radius(self.engine.module)
+        if rho is None:
+            return {}
+        means, _ = measure.all_reduce_stats({"spectral_radius": rho}, {}, self.device)
+        return {"spectral_radius": means["spectral_radius"]}
 
     # ---------------------------------------------------------------- messages
     def _elapsed(self) -> float:

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from harness.data import CopyMemory, LMBatches, load_corpus
+from harness.run.measure import now
 from harness.run.spec import RunSpec
 
 
@@ -85,16 +86,30 @@ class Workload:
             module.train(was_training)
 
     @torch.no_grad()
-    def evaluate(self, engine, split: str, max_batches: int | None = None) -> dict[str, float]:
-        """Loss and perplexity (LM) or loss and recalled-digit accuracy (copy) on ``split``."""
+    def spectral_radius(self, module) -> float | None:
+        """Mean rho(J_f(z*)) over the first validation batch of this rank (None for a
+        strategy without an equilibrium)."""
+        if self.task == "lm":
+            inputs, _ = self._lm_batches("valid")[0]
+        else:
+            inputs, _ = self.copy["valid"].batch(self.batch_size, 0, rank=self.rank, world_size=self.world_size)
+        rho = module.spectral_radius(inputs.to(self.device))
+        return None if rho is None else float(rho.float().mean())
+
+    def evaluate(self, engine, split: str, max_batches: int | None = None,
+                 timings: list[float] | None = None) -> dict[str, float]:
+        """Loss and perplexity (LM) or loss and recalled-digit accuracy (copy) on ``split``;
+        ``timings`` (if given) receives each batch's forward time, device synchronised."""
         engine.eval()
+        clock = _Clock(self.device, timings)
         nll = torch.zeros(3, dtype=torch.float64, device=self.device)  # nll, tokens, correct
         if self.task == "lm":
             batches = self._lm_batches(split)
             n = len(batches) if max_batches is None else min(max_batches, len(batches))
             for i in range(n):
                 inputs, targets = batches[i]
-                out = engine(inputs.to(self.device), targets.to(self.device))
+                with clock:
+                    out = engine(inputs.to(self.device), targets.to(self.device))
                 nll[0] += float(out.nll_sum)
                 nll[1] += float(out.n_tokens)
         else:
@@ -103,7 +118,8 @@ class Workload:
                 inputs, targets = self.copy[split].batch(self.batch_size, i, rank=self.rank,
                                                          world_size=self.world_size)
                 inputs, targets = inputs.to(self.device), targets.to(self.device)
-                out = engine(inputs, targets)
+                with clock:
+                    out = engine(inputs, targets)
                 nll[0] += float(out.nll_sum)
                 nll[1] += float(out.n_tokens)
                 pred = out.logits[:, -self.n_digits:].argmax(-1)
@@ -116,3 +132,18 @@ class Workload:
             return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else float("inf")}
         recalled = n * self.batch_size * self.n_digits * self.world_size
         return {"loss": loss, "acc": float(nll[2]) / recalled}
+
+
+class _Clock:
+    """Times the block it wraps (device synchronised) into ``timings``; a no-op without it."""
+
+    def __init__(self, device: torch.device, timings: list[float] | None) -> None:
+        self.device, self.timings, self.t0 = device, timings, 0.0
+
+    def __enter__(self) -> None:
+        if self.timings is not None:
+            self.t0 = now(self.device)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.timings is not None and exc[0] is None:
+            self.timings.append(now(self.device) - self.t0)
