@@ -132,7 +132,14 @@ def test_mean_val_ppl_and_memory_saved_match_fixture(built):
         assert cost["act. saved"] == f"{saved:+.1f}%"
         assert cost["slowdown"] == f"{slowdown:.2f}\u00d7"
         assert cost["depth"] == str(depth)
-        assert _md_row(readme, QUALITY, f"deq, depth {depth}")["val ppl"] == f"{mean_ppl:.1f} \u00b1 {std_ppl:.2g}"
+        half = 12.706 * std_ppl / math.sqrt(2)  # t_{0.975, 1}: two seeds
+        assert math.isclose(float(row["val_ppl_ci95"]), half, rel_tol=1e-9)
+        quality = _md_row(readme, QUALITY, f"deq, depth {depth}")
+        assert quality["val ppl"] == f"{mean_ppl:.1f} \u00b1 {half:.2g}"
+        base_ppl = [s["val_ppl"] for s in base]
+        assert math.isclose(float(row["quality_diff"]), mean_ppl - statistics.mean(base_ppl), rel_tol=1e-9)
+        assert row["quality_verdict"] in ("better", "worse", "no measurable difference")
+        assert quality["vs baseline"].startswith(row["quality_verdict"])
     # per-run relative column in summary.csv: against the baseline model's mean
     base_act = statistics.mean(s["activation_bytes"] for s in fx.finished("explicit", 8))
     run_id = fx.run_id_of("deq", 8, 0)

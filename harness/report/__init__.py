@@ -1,7 +1,7 @@
 """Comparison reports of a sweep: ``results/<sweep>/`` -> ``reports/<sweep>/``.
 
 The page a researcher opens to decide whether implicit depth pays for their problem:
-one row per model (runs grouped by everything but the seed, mean ± std over seeds),
+one row per model (runs grouped by everything but the seed, mean ± 95% t-interval over seeds),
 memory and speed relative to a baseline strategy, solver behaviour, quality, figures
 (memory against depth with reference slopes, perplexity curves, solver statistics,
 time split), and what ran (job file, environment, failed and unfinished runs).

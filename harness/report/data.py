@@ -9,7 +9,7 @@ pending runs have them too):
 
 - ``strategy``, ``depth``, ``seed``, ``cell``, ``task``, ``dataset``;
 - ``model``: a short label of the model a run trains. Runs that differ only in their
-  seed train the same model; the report groups them (mean ± std over seeds).
+  seed train the same model; the report groups them (mean ± 95% t-interval over seeds).
   The grouping key is strategy, cell, depth, task, dataset and every grid axis that
   is not a seed.
 """

@@ -1,8 +1,11 @@
 """Numbers of a report: per-model aggregates, baseline-relative columns, display tables.
 
 - :func:`model_frame`: one row per model (runs grouped by everything but the seed),
-  ``<metric>_mean``, ``<metric>_std`` (sample std, ddof=1) and ``n`` over its finished
-  runs, plus the columns relative to the baseline: ``activation_saved_pct`` and
+  ``<metric>_mean``, ``<metric>_std`` (sample std, ddof=1), ``<metric>_ci95`` (half-width of
+  the 95% t-interval, ``harness.report.stats``) and ``n`` over its finished runs; the
+  quality difference to the baseline model (``quality_diff`` with Welch's ``quality_diff_ci95``
+  and ``quality_verdict``: better / worse / no measurable difference); the columns relative
+  to the baseline: ``activation_saved_pct`` and
   ``peak_mem_saved_pct`` (100 * (1 - model / baseline), so positive means less memory)
   and ``slowdown_x`` (step time / baseline step time).
 - :func:`summary_frame`: the per-run ``summary.csv`` (every summary field, grid axes,
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from harness.report.data import METRIC_FIELDS, IDENTITY_FIELDS, SweepData, order_strategies
+from harness.report import stats
 from harness.report.units import EM_DASH, format_stat, format_value, is_missing
 
 RELATIVE_FIELDS = ("activation_saved_pct", "peak_mem_saved_pct", "slowdown_x")
@@ -122,6 +126,7 @@ def model_frame(data: SweepData, baseline: str | None = None) -> pd.DataFrame:
             row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
             row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             row[f"{metric}_n"] = len(values)
+            row[f"{metric}_ci95"] = stats.mean_ci95(row[f"{metric}_std"], len(values))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if frame.empty:
@@ -135,9 +140,28 @@ def model_frame(data: SweepData, baseline: str | None = None) -> pd.DataFrame:
         base = _match_baseline(row, candidates, data.group_fields)
         means = {m: row[f"{m}_mean"] for m in ("activation_bytes", "peak_mem_bytes", "step_time_s")}
         relative.append(_relative(means, base))
-    for key in ("baseline_model", *RELATIVE_FIELDS):
+        relative[-1].update(_quality_difference(row, base))
+    for key in ("baseline_model", *RELATIVE_FIELDS, *QUALITY_DIFF_FIELDS):
         frame[key] = [r[key] for r in relative]
     return frame
+
+
+# The figure a model's quality is judged by, per task, and whether higher is better.
+QUALITY_METRIC = {"lm": ("val_ppl", False), "copy": ("val_acc", True)}
+QUALITY_DIFF_FIELDS = ("quality_metric", "quality_diff", "quality_diff_ci95", "quality_verdict")
+
+
+def _quality_difference(row: pd.Series, base: pd.Series | None) -> dict:
+    """The model's quality minus its baseline's, with Welch's 95% interval and the verdict."""
+    metric, higher_is_better = QUALITY_METRIC.get(str(row["task"]), (None, False))
+    empty = {"quality_metric": metric, "quality_diff": math.nan, "quality_diff_ci95": math.nan,
+             "quality_verdict": ""}
+    if metric is None or base is None or base["model"] == row["model"] or f"{metric}_mean" not in row:
+        return empty
+    diff, half = stats.difference_ci95(row[f"{metric}_mean"], row[f"{metric}_std"], int(row[f"{metric}_n"]),
+                                       base[f"{metric}_mean"], base[f"{metric}_std"], int(base[f"{metric}_n"]))
+    return {"quality_metric": metric, "quality_diff": diff, "quality_diff_ci95": half,
+            "quality_verdict": stats.verdict(diff, half, higher_is_better)}
 
 
 def summary_frame(data: SweepData, models: pd.DataFrame) -> pd.DataFrame:
@@ -190,6 +214,9 @@ SOLVER_COLUMNS = [
     Column("bwd res.", "bwd_res_mean", "sci", "adjoint solver residual"),
     Column("rho(J)", "spectral_radius", "plain", "spectral radius of the cell's Jacobian at the equilibrium, at the end"),
 ]
+VS_BASELINE = Column("vs baseline", "quality_diff", "text",
+                     "quality minus the baseline model's (val ppl: lower is better; val acc: higher), "
+                     "95% Welch t-interval over seeds")
 FWD_ABS_RESIDUAL = Column("fwd abs. res.", "fwd_abs_res_mean", "sci", "forward absolute residual ||f(z)-z||")
 LM_QUALITY = [Column("val ppl", "val_ppl", "plain", "validation perplexity exp(mean token NLL)"),
               Column("test ppl", "test_ppl", "plain", "test perplexity exp(mean token NLL)")]
@@ -207,7 +234,20 @@ def _has(models: pd.DataFrame, metric: str) -> bool:
 def _cell(row: pd.Series, col: Column) -> str:
     if col.field in RELATIVE_FIELDS:
         return format_value(row[col.field], col.kind)
-    return format_stat(row[f"{col.field}_mean"], row[f"{col.field}_std"], col.kind, int(row[f"{col.field}_n"]))
+    if col.field == "quality_diff":
+        return _difference_cell(row)
+    return format_stat(row[f"{col.field}_mean"], row[f"{col.field}_ci95"], col.kind, int(row[f"{col.field}_n"]))
+
+
+def _difference_cell(row: pd.Series) -> str:
+    """'+1.23 ± 0.45 (worse)', or the verdict alone where there is no interval or no difference."""
+    diff, half, verdict = row.get("quality_diff"), row.get("quality_diff_ci95"), row.get("quality_verdict")
+    if is_missing(diff) or not verdict:
+        return EM_DASH
+    kind = "acc" if row.get("quality_metric") == "val_acc" else "plain"
+    scale = 100.0 if kind == "acc" else 1.0
+    text = f"{scale * float(diff):+.3g}" + ("" if is_missing(half) else f" \u00b1 {scale * float(half):.2g}")
+    return f"{verdict} ({text}{' pp' if kind == 'acc' else ''})"
 
 
 def _table(title: str, caption: str, models: pd.DataFrame, columns: list[Column]) -> Table:
@@ -248,7 +288,8 @@ def _task_tables(models: pd.DataFrame, baseline: str | None, suffix: str) -> lis
     if cost:
         tables.append(_table(
             "Cost: size, memory and speed" + suffix,
-            f"Mean \u00b1 std over seeds (n finished runs). Saved % and slowdown are relative to the "
+            f"Mean \u00b1 half-width of its 95% Student-t interval over seeds (n finished runs; one seed: "
+            f"the mean alone). Saved % and slowdown are relative to the "
             f"baseline strategy '{baseline}' at the same settings (closest depth where none matches): "
             f"positive % = less memory; {EM_DASH} = not measured.", models, cost))
     quality = [c for c in LM_QUALITY + COPY_QUALITY if _has(models, c.field)]
@@ -257,9 +298,14 @@ def _task_tables(models: pd.DataFrame, baseline: str | None, suffix: str) -> lis
     solver = [c for c in SOLVER_COLUMNS if _has(models, c.field)]
     if not _has(models, "fwd_rel_res_mean") and _has(models, "fwd_abs_res_mean"):  # only the absolute one measured
         solver.insert(min(1, len(solver)), FWD_ABS_RESIDUAL)
+    if quality and (models["quality_verdict"].astype(str) != "").any():
+        quality = quality + [VS_BASELINE]
     if quality or solver:
         tables.append(_table(
             "Quality and solver behaviour" + suffix,
             f"Final evaluation and equilibrium-solver statistics (DEQ only; {EM_DASH} for other "
-            "strategies). Mean \u00b1 std over seeds.", models, quality + solver))
+            "strategies). Mean \u00b1 half-width of the 95% t-interval over seeds. 'vs baseline': the "
+            f"model's {'/'.join(m for m, _ in QUALITY_METRIC.values())} minus the baseline model's, with "
+            "Welch's 95% t-interval; where it covers zero the report says 'no measurable difference' "
+            "instead of ranking.", models, quality + solver))
     return tables

@@ -2,7 +2,7 @@
 
 Every formatter takes a raw value in SI units (bytes, seconds, tokens per second)
 and returns a short string. A missing value (None or NaN) becomes an em dash, never
-"nan". ``format_stat`` writes "mean ± std" with both numbers in the unit chosen for
+"nan". ``format_stat`` writes "mean ± spread" (the report passes the 95% t-interval half-width) with both numbers in the unit chosen for
 the mean, so a reader compares like with like.
 """
 from __future__ import annotations
@@ -147,7 +147,7 @@ def format_value(value: object, kind: str) -> str:
 
 
 def format_stat(mean: object, std: object, kind: str, n: int = 1) -> str:
-    """'mean ± std' (std shown only with n > 1 and a finite, non-zero std); missing -> em dash."""
+    """'mean ± spread' (spread shown only with n > 1 and a finite, non-zero value); missing -> em dash."""
     if is_missing(mean):
         _pair_formatter(kind)
         return EM_DASH
