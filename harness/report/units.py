@@ -2,8 +2,9 @@
 
 Every formatter takes a raw value in SI units (bytes, seconds, tokens per second)
 and returns a short string. A missing value (None or NaN) becomes an em dash, never
-"nan". ``format_stat`` writes "mean ± spread" (the report passes the 95% t-interval half-width) with both numbers in the unit chosen for
-the mean, so a reader compares like with like.
+"nan". ``format_stat`` writes "mean ± spread" (the report passes the half-width of the 95%
+t-interval) with both numbers in the unit chosen for the mean, so a reader compares like
+with like.
 """
 from __future__ import annotations
 
