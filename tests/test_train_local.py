@@ -37,6 +37,12 @@ def test_one_run_without_ray_writes_the_same_records(tmp_path):
     assert summary["spectral_radius"] > 0 and summary["infer_time_s"] > 0
     evals = [r for r in rec.read_metrics() if r["kind"] == "eval"]
     assert evals and all(r["spectral_radius"] > 0 for r in evals)
+    # TensorBoard's own reader sees the same curves
+    from test_tensorboard import scalars
+
+    board = scalars(rec.dir)
+    assert [s for s, _ in board["train/loss"]] == [2, 4, 6, 8]
+    assert {"train/lr", "train/tokens_per_s", "train/fwd_rel_res", "eval/val_ppl", "eval/spectral_radius"} <= set(board)
     assert_keys_in_schema(rec.dir)
 
 

@@ -3,7 +3,7 @@
 Rank 0 of a run's workers sends messages (``harness.run.session``); every other rank sends
 ``{}``. A message is a plain dict, every key optional::
 
-    {"records": [metric dicts],        # appended to metrics.jsonl
+    {"records": [metric dicts],        # appended to metrics.jsonl (and TensorBoard's events)
      "status": {"state": ..., "step": ...},   # merged into status.json (state moves here)
      "summary": {...},                 # summary.json (the run's figures, docs/records.md)
      "env": {...},                     # env.json; marks the first message of an attempt
@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from harness.records import tensorboard
 from harness.records.store import RunRecord, is_disk_full, release_reserve
 
 
@@ -70,10 +71,13 @@ def _apply(record: RunRecord, message: dict[str, Any]) -> None:
                              "wall_time_s": sum(times) + this, "attempts": len(times) + 1}
     if message.get("resumed_from") is not None:
         record.truncate_metrics(int(message["resumed_from"]))
+    attempt = int(timing.get("attempt") or previous.get("attempt") or 0)
     if message.get("env"):
         record.write_env(message["env"])
+        tensorboard.append_lines(record.dir, attempt, [], resumed_from=message.get("resumed_from"))
     if message.get("records"):
         record.append_metrics(message["records"])
+        tensorboard.append_lines(record.dir, attempt, message["records"])
     if message.get("summary"):
         record.write_summary(message["summary"])
     if message.get("failed"):
