@@ -62,6 +62,21 @@ class DepthStrategy(nn.Module):
         """rho(J_f(z*)) per sample (B,) where the strategy has an equilibrium; None here."""
         return None
 
+    def analysis(self, x: torch.Tensor) -> Optional[dict]:
+        """The strategy's equilibrium analysis for input ``x`` (see ``DepthModel.analysis``);
+        None for a strategy that has none."""
+        return None
+
+
+def relative_steps(zs: list[torch.Tensor]) -> list[float]:
+    """||z[i+1] - z[i]|| / ||z[i+1]|| per step, mean over the batch, for iterates (B, T, D)."""
+    out = []
+    for prev, nxt in zip(zs, zs[1:]):
+        diff = torch.linalg.vector_norm((nxt - prev).flatten(1), dim=1)
+        size = torch.linalg.vector_norm(nxt.flatten(1), dim=1)
+        out.append(float((diff / (size + 1e-9)).mean()))
+    return out
+
     def forward(self, x: torch.Tensor) -> DepthResult:
         raise NotImplementedError
 
@@ -119,6 +134,15 @@ class WeightTied(DepthStrategy):
         z = apply_cell_repeatedly(self.cell, torch.zeros_like(x), injection, self.layers)
         return DepthResult(z=z, stats={"nfe": float(self.layers)})
 
+    def analysis(self, x: torch.Tensor, extra_layers: int = 32) -> dict:
+        """Layer differences of the trained cell applied ``max(layers, extra_layers)`` times:
+        whether a deep weight-tied stack tends to a fixed point (the DEQ paper's motivation)."""
+        injection = self.cell.prepare_injection(x)
+        zs = [torch.zeros_like(x)]
+        for _ in range(max(self.layers, extra_layers)):
+            zs.append(self.cell(zs[-1], injection))
+        return {"kind": "layers", "trained_layers": self.layers, "layer_diff": relative_steps(zs)}
+
 
 class Checkpointed(WeightTied):
     """Weight-tied stack run in ``segments`` gradient-checkpointed pieces."""
@@ -156,3 +180,10 @@ class Explicit(DepthStrategy):
         for cell in self.cells:
             z = cell(z, cell.prepare_injection(x))
         return DepthResult(z=z, stats={"nfe": float(len(self.cells))})
+
+    def analysis(self, x: torch.Tensor) -> dict:
+        """Layer differences through the trained stack (its own depth: each layer is its own)."""
+        zs = [torch.zeros_like(x)]
+        for cell in self.cells:
+            zs.append(cell(zs[-1], cell.prepare_injection(x)))
+        return {"kind": "layers", "trained_layers": len(self.cells), "layer_diff": relative_steps(zs)}

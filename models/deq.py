@@ -210,6 +210,30 @@ class DEQ(DepthStrategy):
     def in_pretraining(self) -> bool:
         return self.step < self.options.pretrain_steps
 
+    def analysis(self, x: torch.Tensor, solvers: tuple[str, ...] = ("broyden", "anderson", "fixed_point_iter"),
+                 min_iter: int = 32) -> dict:
+        """Residual against iteration of several solvers on the trained cell's equilibrium for
+        ``x``: the lowest relative residual reached so far, mean over the batch, for each of
+        ``max(max_iter, min_iter)`` iterations with no early stop (the DEQ slide "Broyden finds
+        the equilibrium more reliably than plain iteration")."""
+        opts = self.options
+        injection = self.cell.prepare_injection(x)
+
+        def f(z: torch.Tensor) -> torch.Tensor:
+            return self.cell(z, injection)
+
+        n = max(opts.max_iter, min_iter)
+        traces = {}
+        with torch.no_grad():
+            for name in solvers:
+                if name not in SOLVERS:
+                    continue
+                extra = dict(opts.solver_options) if name == opts.solver else {}
+                res = SOLVERS[name](f, torch.zeros_like(x), max_iter=n, tol=0.0, stop_mode="rel", **extra)
+                best = torch.cummin(res.rel_trace.nan_to_num(nan=float("inf")), dim=1).values  # (B, nstep)
+                traces[name] = [float(v) for v in best.mean(0)]
+        return {"kind": "deq", "solver": opts.solver, "max_iter": n, "rel_residual": traces}
+
     def spectral_radius(self, x: torch.Tensor, n_iter: int = 20) -> torch.Tensor:
         """rho(J_f(z*)) per sample (B,): the spectral radius of the cell's Jacobian at the
         equilibrium the forward solver finds for input ``x`` (B, T, D), by power iteration

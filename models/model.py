@@ -76,6 +76,18 @@ class DepthModel(nn.Module):
         return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
 
     @torch.no_grad()
+    def analysis(self, tokens: torch.Tensor) -> Optional[dict]:
+        """The strategy's equilibrium analysis for ``tokens`` (B, T), dropout off: a DEQ's
+        solvers' residual against iteration (``rel_residual``: solver -> list), a stack's
+        layer differences ||z[i+1] - z[i]|| / ||z[i+1]|| (``layer_diff``); None otherwise."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.strategy.analysis(self.embedding(tokens) * self.emb_scale)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
     def spectral_radius(self, tokens: torch.Tensor, n_iter: int = 20) -> Optional[torch.Tensor]:
         """The strategy's rho(J_f(z*)) per sample (B,) for ``tokens`` (B, T), or None for a
         strategy without an equilibrium. Dropout is off for it whatever the mode."""

@@ -171,6 +171,20 @@ def _curves(fig: dict, strategy: str, steps: int, task: str, last_step: int | No
     return records
 
 
+def _analysis(strategy: str, depth: int, seed: int) -> dict | None:
+    """analysis.json as a finished run writes it: residual traces (DEQ), layer differences (stacks)."""
+    if strategy == "deq":
+        n = max(depth, 32)
+        rates = {"broyden": 0.55, "anderson": 0.7, "fixed_point_iter": 0.9}
+        return {"kind": "deq", "solver": "broyden", "max_iter": n, "batch": "fixture",
+                "rel_residual": {s: [(r + 0.01 * seed) ** i for i in range(n)] for s, r in rates.items()}}
+    if strategy in ("weight_tied", "checkpointed", "explicit"):
+        n = max(depth, 32) if strategy != "explicit" else depth
+        return {"kind": "layers", "trained_layers": depth, "batch": "fixture",
+                "layer_diff": [0.8 ** i * (1 + 0.05 * seed) for i in range(n)]}
+    return None
+
+
 def _job_text(name: str, strategies: Sequence[str], depths: Sequence[int], seeds: Sequence[int],
               tasks: Sequence[str]) -> str:
     cases = "".join(f"    - {{label: {t}, task: {t}, data.dataset: {DATASETS[t]}}}\n" for t in tasks)
@@ -245,6 +259,9 @@ def write_fixture_sweep(root: str | Path, *, name: str = "fixture", strategies: 
         for key_name in drop:
             summary.pop(key_name, None)
         rec.write_summary(summary)
+        analysis = _analysis(strategy, depth, seed)
+        if analysis is not None:
+            rec.write_analysis(analysis)
         rec.set_status("finished", step=steps)
         out.summaries[run_id] = json.loads(json.dumps(summary))
         out.states[run_id] = "finished"

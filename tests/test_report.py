@@ -74,7 +74,7 @@ COST, QUALITY = "Cost", "Quality"
 def test_report_files_written(built):
     fx, out = built
     for name in ("index.html", "README.md", "summary.csv", "models.csv", "memory_vs_depth.png",
-                 "quality_curves.png", "solver_stats.png", "time_split.png", "tradeoff.png"):
+                 "quality_curves.png", "solver_stats.png", "time_split.png", "tradeoff.png", "equilibrium.png"):
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0, name
     readme = (out / "README.md").read_text()
@@ -188,7 +188,7 @@ def test_html_is_self_contained(built):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", html)
     assert "@import" not in html and "url(" not in html
     images = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', html)
-    assert len(images) == len(list(out.glob("*.png"))) == 5
+    assert len(images) == len(list(out.glob("*.png"))) == 6
     for data in images:
         assert base64.b64decode(data).startswith(PNG_MAGIC)
     assert "@media print" in html
@@ -327,7 +327,7 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
     dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile1'}", "--dump-dom", page],
                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', dom.stdout)) == 5
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', dom.stdout)) == 6  # with the equilibrium figure
     assert len(re.findall(r"<tr", dom.stdout)) >= 2 * 15 + 2  # two model tables with 15 models each
     assert "deq, depth 16" in dom.stdout and FAILED_REASON in dom.stdout
     shot = tmp_path / "page.png"

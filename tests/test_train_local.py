@@ -43,6 +43,13 @@ def test_one_run_without_ray_writes_the_same_records(tmp_path):
     board = scalars(rec.dir)
     assert [s for s, _ in board["train/loss"]] == [2, 4, 6, 8]
     assert {"train/lr", "train/tokens_per_s", "train/fwd_rel_res", "eval/val_ppl", "eval/spectral_radius"} <= set(board)
+    # the trained cell's equilibrium analysis is on record and drawn in the report
+    analysis = rec.read_analysis()
+    assert analysis["kind"] == "deq" and len(analysis["rel_residual"]["broyden"]) == analysis["max_iter"]
+    from harness.report import write_report
+
+    out = write_report(tmp_path / "results" / "local", tmp_path / "report")
+    assert (out / "equilibrium.png").is_file() and "Equilibria of the trained cells" in (out / "index.html").read_text()
     assert_keys_in_schema(rec.dir)
 
 

@@ -6,6 +6,7 @@ Rank 0 of a run's workers sends messages (``harness.run.session``); every other 
     {"records": [metric dicts],        # appended to metrics.jsonl (and TensorBoard's events)
      "status": {"state": ..., "step": ...},   # merged into status.json (state moves here)
      "summary": {...},                 # summary.json (the run's figures, docs/records.md)
+     "analysis": {...},                # analysis.json (the trained cell's equilibrium analysis)
      "env": {...},                     # env.json; marks the first message of an attempt
      "failed": "reason",               # the run stopped: status failed with this reason
      "resumed_from": step}             # drop metrics records after this step (a lost attempt)
@@ -78,6 +79,8 @@ def _apply(record: RunRecord, message: dict[str, Any]) -> None:
     if message.get("records"):
         record.append_metrics(message["records"])
         tensorboard.append_lines(record.dir, attempt, message["records"])
+    if message.get("analysis"):
+        record.write_analysis(message["analysis"])
     if message.get("summary"):
         record.write_summary(message["summary"])
     if message.get("failed"):

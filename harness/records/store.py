@@ -203,6 +203,12 @@ class RunRecord:
     def read_summary(self) -> dict | None:
         return read_json(self.dir / "summary.json")
 
+    def write_analysis(self, analysis: dict) -> None:
+        atomic_write_json(self.dir / "analysis.json", analysis)
+
+    def read_analysis(self) -> dict | None:
+        return read_json(self.dir / "analysis.json")
+
     # status
     def read_status(self) -> dict:
         return read_json(self.dir / "status.json", {"run_id": self.run_id, "state": "pending",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -52,6 +53,7 @@ class SweepData:
     envs: dict[str, dict]     # run_id -> env.json
     group_fields: tuple[str, ...]
     extra_fields: tuple[str, ...]  # group fields besides strategy/depth that tell models apart
+    analyses: dict[str, dict] = dataclasses.field(default_factory=dict)  # run_id -> analysis.json
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -200,6 +202,7 @@ def load_report_data(sweep_dir: str | Path) -> SweepData:
     labels = dict(zip(runs["run_id"], runs["model"]))
     metrics["model"] = metrics["run_id"].map(labels)
     envs = {run_id: store.run(run_id).read_env() or {} for run_id in runs["run_id"]}
+    analyses = {run_id: a for run_id in runs["run_id"] if (a := store.run(run_id).read_analysis())}
     return SweepData(sweep_dir=sweep_dir, name=str(meta.get("name") or sweep_dir.name), meta=meta,
                      job_text=store.job_text(), runs=runs.reset_index(drop=True), metrics=metrics,
-                     envs=envs, group_fields=group_fields, extra_fields=extra_fields)
+                     envs=envs, analyses=analyses, group_fields=group_fields, extra_fields=extra_fields)

@@ -367,10 +367,76 @@ def tradeoff(data: SweepData, models: pd.DataFrame, colours: dict[str, str]) -> 
     return ReportFigure("tradeoff", "Quality against cost", caption, _png(fig))
 
 
+SOLVER_STYLES = {"broyden": "-", "anderson": "--", "fixed_point_iter": ":"}
+MAX_ANALYSED_MODELS = 6
+
+
+def _mean_series(series: list[list[float]]) -> np.ndarray:
+    """The element-wise mean of lists (seeds) cut to the shortest; NaN for missing values."""
+    n = min(len(s) for s in series)
+    return np.nanmean(np.array([[np.nan if v is None else v for v in s[:n]] for s in series], dtype=float), axis=0)
+
+
+def equilibrium(data: SweepData, models: pd.DataFrame, colours: dict[str, str]) -> ReportFigure | None:
+    """The trained cells' equilibrium analysis (analysis.json): residual against iteration
+    of Broyden, Anderson and plain iteration for DEQ models; layer differences against layer
+    for weight-tied and explicit stacks. Mean over each model's seeds."""
+    if not data.analyses or models.empty:
+        return None
+    finished = data.finished
+    deq, stacks = [], []
+    for _, model in models.iterrows():
+        runs = finished[finished["model_key"] == model["model_key"]]["run_id"]
+        found = [data.analyses[r] for r in runs if r in data.analyses]
+        if found and found[0].get("kind") == "deq":
+            deq.append((model, found))
+        elif found and found[0].get("kind") == "layers":
+            stacks.append((model, found))
+    if not deq and not stacks:
+        return None
+    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+    ax_s, ax_l = fig.subplots(1, 2)
+    deq = deq[:MAX_ANALYSED_MODELS]
+    handles = []
+    for (model, found), shade in zip(deq, _shades(colours.get("deq", "#d62728"), max(1, len(deq)))):
+        for solver, style in SOLVER_STYLES.items():
+            traces = [a["rel_residual"][solver] for a in found if solver in a.get("rel_residual", {})]
+            if traces:
+                y = _mean_series(traces)
+                ax_s.plot(np.arange(len(y)), y, ls=style, color=shade, lw=1.4)
+        handles.append(Line2D([], [], color=shade, lw=1.6, label=str(model["model"])))
+    handles += [Line2D([], [], color="#555555", ls=style, label=solver) for solver, style in SOLVER_STYLES.items()]
+    if deq:
+        ax_s.legend(handles=handles, loc="upper right")
+    by_strategy: dict[str, list] = {}
+    for model, found in stacks[:MAX_ANALYSED_MODELS]:
+        by_strategy.setdefault(str(model["strategy"]), []).append((model, found))
+    for strategy, group in by_strategy.items():
+        for (model, found), shade in zip(group, _shades(colours.get(strategy, "#4d4d4d"), len(group))):
+            y = _mean_series([a["layer_diff"] for a in found])
+            ax_l.plot(np.arange(1, len(y) + 1), y, color=shade, lw=1.4, marker=MARKERS.get(strategy), ms=3,
+                      label=str(model["model"]))
+            ax_l.axvline(found[0].get("trained_layers", len(y)), color=shade, lw=0.6, ls=":")
+    if stacks:
+        ax_l.legend(loc="upper right")
+    ax_s.set_title("DEQ: lowest relative residual so far")
+    ax_s.set_xlabel("solver iteration")
+    ax_l.set_title("stacks: ||z[i+1] - z[i]|| / ||z[i+1]||")
+    ax_l.set_xlabel("layer")
+    for ax in (ax_s, ax_l):
+        ax.set_yscale("log")
+    caption = ("The trained cells after training, on the first validation batch (no early stop). Left: each "
+               "solver's lowest relative residual so far against iteration for the DEQ models (solid Broyden, "
+               "dashed Anderson, dotted plain fixed-point iteration). Right: relative layer differences of "
+               "weight-tied stacks (the trained cell applied beyond its depth, which the dotted line marks) "
+               "and explicit stacks. Mean over seeds.")
+    return ReportFigure("equilibrium", "Equilibria of the trained cells", caption, _png(fig))
+
+
 FigureBuilder = Callable[[SweepData, pd.DataFrame, dict], "ReportFigure | None"]
 FIGURE_BUILDERS: tuple[tuple[str, FigureBuilder], ...] = (
     ("memory_vs_depth", memory_vs_depth), ("quality_curves", quality_curves), ("tradeoff", tradeoff),
-    ("time_split", time_split), ("solver_stats", solver_stats))
+    ("time_split", time_split), ("solver_stats", solver_stats), ("equilibrium", equilibrium))
 
 
 def build_figures(data: SweepData, models: pd.DataFrame) -> list[ReportFigure]:

@@ -10,7 +10,8 @@
    (values averaged over ranks), eval every ``eval_interval``, a checkpoint every
    ``checkpoint_interval``, each sent to the records as one message;
 4. the summary (:meth:`Trainer.finish`): final eval on validation and test, the run's
-   figures (``harness.records.schema``), the final message.
+   figures (``harness.records.schema``), the equilibrium analysis of the trained cell
+   (``DepthModel.analysis``, rank 0), the final message.
 
 A non-finite loss or solver residual raises :class:`Diverged`; :meth:`Trainer.run` records
 it as the run's failure. ``harness.run.worker.run_training`` wraps all of it (the
@@ -286,9 +287,11 @@ class Trainer:
             summary["rank_param_sha"] = measure.gather_from_ranks(measure.param_fingerprint(self.engine.module),
                                                                   self.session.world_size)
         summary["rank_nodes"] = measure.gather_from_ranks(_node_name(), self.session.world_size)
+        analysis = self.work.analysis(self.engine.module) \
+            if self.is_main and self.engine.zero_optimization_stage() < 3 else None
         self._send({"records": [{"kind": "eval", "step": steps, "elapsed_s": wall,
                                  **{k: v for k, v in evals.items() if k.startswith("val_")}, **radius}],
-                    "summary": summary,
+                    "summary": summary, "analysis": analysis,
                     "status": {"state": "finished", "step": steps, "reason": None, "rank": None}})
         log.info("finished: %s", {k: summary.get(k) for k in ("val_ppl", "test_ppl", "step_time_s")})
         return summary if self.is_main else None

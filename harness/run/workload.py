@@ -86,15 +86,23 @@ class Workload:
             module.train(was_training)
 
     @torch.no_grad()
-    def spectral_radius(self, module) -> float | None:
-        """Mean rho(J_f(z*)) over the first validation batch of this rank (None for a
-        strategy without an equilibrium)."""
+    def _first_valid_inputs(self) -> torch.Tensor:
         if self.task == "lm":
             inputs, _ = self._lm_batches("valid")[0]
         else:
             inputs, _ = self.copy["valid"].batch(self.batch_size, 0, rank=self.rank, world_size=self.world_size)
-        rho = module.spectral_radius(inputs.to(self.device))
+        return inputs.to(self.device)
+
+    def spectral_radius(self, module) -> float | None:
+        """Mean rho(J_f(z*)) over the first validation batch of this rank (None for a
+        strategy without an equilibrium)."""
+        rho = module.spectral_radius(self._first_valid_inputs())
         return None if rho is None else float(rho.float().mean())
+
+    def analysis(self, module) -> dict | None:
+        """The equilibrium analysis (``DepthModel.analysis``) on the first validation batch."""
+        result = module.analysis(self._first_valid_inputs())
+        return None if result is None else {**result, "batch": "the first validation batch of rank 0"}
 
     def evaluate(self, engine, split: str, max_batches: int | None = None,
                  timings: list[float] | None = None) -> dict[str, float]:
