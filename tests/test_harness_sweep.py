@@ -48,6 +48,22 @@ def test_sweep_records_and_resubmission(tmp_path):
     metrics = load_metrics(sweep)
     assert {"train", "eval"} <= set(metrics["kind"])
     assert (tmp_path / "reports" / "itest" / "index.html").is_file()
+    # the sweep timeline: every phase on record, in order, and the training phases cover the
+    # worker's own wall time (two clocks: the worker's timer and the timestamps) within 5%
+    from harness.report import load_report_data
+    from harness.report.timeline import PHASES, run_timelines
+
+    timelines = run_timelines(load_report_data(sweep))
+    assert len(timelines) == 2
+    for line in timelines:
+        assert list(line.phases) == [p for p in PHASES if p in line.phases] and min(line.phases.values()) >= 0
+        summary = read_json(sweep / "runs" / line.run_id / "summary.json")
+        covered = line.phases["training"] + line.phases["eval"] + line.phases["checkpoint"]
+        assert abs(covered - summary["attempt_wall_s"][-1]) <= 0.05 * summary["attempt_wall_s"][-1] + 0.05, \
+            (line, summary["attempt_wall_s"])
+        assert abs(sum(v for k, v in line.phases.items() if k != "queued") - line.total_s) < 1e-6
+    assert "per-run overhead (median of 2)" in proc.stdout
+    assert (tmp_path / "reports" / "itest" / "timeline.png").is_file()
 
     # the same job file again: nothing reruns, no record changes
     before = {p: p.read_bytes() for p in sweep.glob("runs/*/*") if p.is_file() and p.suffix in (".json", ".jsonl")}

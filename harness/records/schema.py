@@ -128,6 +128,21 @@ steps                   | count    | speed    | summary       | -               
 attempt_wall_s          | s        | time     | summary       | -                       | each attempt's time (a list)
 attempts                | count    | time     | summary       | -                       | how many times the workers started
                         |          |          |               |                         | this run
+setup_time_s            | s        | time     | summary       | -                       | the worker's set-up before the
+                        |          |          |               |                         | first step of the last attempt:
+                        |          |          |               |                         | data, model, DeepSpeed engine,
+                        |          |          |               |                         | resume, memory measurement
+eval_time_s             | s        | time     | summary       | -                       | time spent evaluating (periodic
+                        |          |          |               |                         | and final), part of wall_time_s
+checkpoint_time_s       | s        | time     | summary       | -                       | time spent saving and reporting
+                        |          |          |               |                         | checkpoints, part of wall_time_s
+worker_started_at       | s        | time     | summary       | -                       | when rank 0's worker began the
+                        |          |          |               |                         | last attempt (seconds since the
+                        |          |          |               |                         | epoch)
+training_started_at     | s        | time     | summary       | -                       | when its first training step began
+                        |          |          |               |                         | (seconds since the epoch)
+training_ended_at       | s        | time     | summary       | -                       | when its final evaluation ended
+                        |          |          |               |                         | (seconds since the epoch)
 nfe                     | count    | depth    | summary train | -                       | cell evaluations per forward: L
                         |          |          |               |                         | for weight-tied; for DEQ the
                         |          |          |               |                         | solver's steps plus the

@@ -54,6 +54,7 @@ class SweepData:
     group_fields: tuple[str, ...]
     extra_fields: tuple[str, ...]  # group fields besides strategy/depth that tell models apart
     analyses: dict[str, dict] = dataclasses.field(default_factory=dict)  # run_id -> analysis.json
+    statuses: dict[str, dict] = dataclasses.field(default_factory=dict)  # run_id -> status.json
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -203,6 +204,7 @@ def load_report_data(sweep_dir: str | Path) -> SweepData:
     metrics["model"] = metrics["run_id"].map(labels)
     envs = {run_id: store.run(run_id).read_env() or {} for run_id in runs["run_id"]}
     analyses = {run_id: a for run_id in runs["run_id"] if (a := store.run(run_id).read_analysis())}
+    statuses = {run_id: store.run(run_id).read_status() for run_id in runs["run_id"]}
     return SweepData(sweep_dir=sweep_dir, name=str(meta.get("name") or sweep_dir.name), meta=meta,
                      job_text=store.job_text(), runs=runs.reset_index(drop=True), metrics=metrics,
-                     envs=envs, analyses=analyses, group_fields=group_fields, extra_fields=extra_fields)
+                     envs=envs, analyses=analyses, statuses=statuses, group_fields=group_fields, extra_fields=extra_fields)

@@ -433,10 +433,45 @@ def equilibrium(data: SweepData, models: pd.DataFrame, colours: dict[str, str]) 
     return ReportFigure("equilibrium", "Equilibria of the trained cells", caption, _png(fig))
 
 
+PHASE_COLOURS = {"queued": "#eeeeee", "start-up": "#fdae6b", "set-up": "#fdd0a2", "training": "#6baed6",
+                 "eval": "#74c476", "checkpoint": "#9e9ac8", "wrap-up": "#fc9272"}
+
+
+def timeline(data: SweepData, models: pd.DataFrame, colours: dict[str, str]) -> ReportFigure | None:
+    """Each run's life on the clock (harness.report.timeline): queued, start-up, set-up,
+    training, eval, checkpoint, wrap-up, from the submission on."""
+    from harness.report.timeline import PHASES, overhead_summary, run_timelines
+
+    runs = run_timelines(data)
+    if not runs:
+        return None
+    origin = min(r.start for r in runs)
+    fig = Figure(figsize=(10.0, 0.3 * len(runs) + 1.6), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    for y, run in enumerate(reversed(runs)):
+        left = run.start - origin
+        for phase in PHASES:
+            width = run.phases.get(phase)
+            if width:
+                ax.barh(y, width, left=left, color=PHASE_COLOURS[phase], height=0.7, edgecolor="white", lw=0.3)
+                left += width
+    ax.set_yticks(range(len(runs)), [r.name for r in reversed(runs)])
+    ax.set_xlabel("seconds since the sweep was submitted")
+    ax.grid(axis="y", visible=False)
+    fig.legend(handles=[Line2D([], [], color=c, lw=6, label=p) for p, c in PHASE_COLOURS.items()],
+               loc="outside right upper")
+    caption = ("Each run's last attempt on the clock: queued (waiting for room), start-up (Ray Train's "
+               "controller and worker group), set-up (data, model, DeepSpeed, resume), training, eval and "
+               "checkpoint time (drawn after training as totals), wrap-up (the last record, Ray Train "
+               "shutting the run down). " + (overhead_summary(runs) or "") + ".")
+    return ReportFigure("timeline", "Sweep timeline", caption, _png(fig))
+
+
 FigureBuilder = Callable[[SweepData, pd.DataFrame, dict], "ReportFigure | None"]
 FIGURE_BUILDERS: tuple[tuple[str, FigureBuilder], ...] = (
     ("memory_vs_depth", memory_vs_depth), ("quality_curves", quality_curves), ("tradeoff", tradeoff),
-    ("time_split", time_split), ("solver_stats", solver_stats), ("equilibrium", equilibrium))
+    ("time_split", time_split), ("solver_stats", solver_stats), ("equilibrium", equilibrium),
+    ("timeline", timeline))
 
 
 def build_figures(data: SweepData, models: pd.DataFrame) -> list[ReportFigure]:

@@ -19,12 +19,14 @@ out-of-memory translation).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -110,6 +112,7 @@ class Trainer:
     def __init__(self, spec: RunSpec, run_dir: Path, session: Session) -> None:
         self.spec, self.run_dir, self.session = spec, run_dir, session
         self.cfg = spec.train
+        t_init, self.started_at = time.perf_counter(), time.time()
         self.is_main = session.rank == 0
         self.step: int | None = None  # the step in flight (for error messages)
         _setup_logging(run_dir, session.rank)
@@ -139,6 +142,10 @@ class Trainer:
         self.peak: int | None = None  # CUDA only (measure.MemoryWindow)
         self.last_loss = float("nan")
         self.t_start = measure.now(self.device)
+        # the sweep timeline's phases (seconds, this attempt): set-up before the first step,
+        # then eval and checkpoint time inside the training wall time
+        self.phases = {"setup_time_s": time.perf_counter() - t_init, "eval_time_s": 0.0, "checkpoint_time_s": 0.0,
+                       "worker_started_at": self.started_at, "training_started_at": time.time()}
 
     # ---------------------------------------------------------------- set-up
     def _build_engine(self) -> None:
@@ -249,11 +256,13 @@ class Trainer:
                                       f"(at step {step})")
             self.pending.append(self._train_line(step))
         if cfg.eval_interval and step % cfg.eval_interval == 0 and not last:
-            ev = self.work.evaluate(self.engine, "valid", max_batches=cfg.eval_batches)
-            self.pending.append({"kind": "eval", "step": step, "elapsed_s": self._elapsed(),
-                                 **{f"val_{k}": v for k, v in ev.items()}, **self._spectral_radius()})
+            with self._timed("eval_time_s"):
+                ev = self.work.evaluate(self.engine, "valid", max_batches=cfg.eval_batches)
+                self.pending.append({"kind": "eval", "step": step, "elapsed_s": self._elapsed(),
+                                     **{f"val_{k}": v for k, v in ev.items()}, **self._spectral_radius()})
         if do_ckpt:
-            self._send_with_checkpoint(step)
+            with self._timed("checkpoint_time_s"):
+                self._send_with_checkpoint(step)
         elif do_log:
             self._send({"records": self.pending, "status": {"state": "running", "step": step}})
         if do_ckpt or do_log:
@@ -274,14 +283,16 @@ class Trainer:
         """Final eval, the run's summary (reduced over ranks), the final message."""
         work, steps = self.work, self.cfg.steps
         inference = InferenceWindow(self.device)
-        evals = {f"val_{k}": v for k, v in work.evaluate(self.engine, "valid", timings=inference.times).items()}
-        inference.end()
-        evals.update({f"test_{k}": v for k, v in work.evaluate(
-            self.engine, "test", max_batches=self.cfg.test_batches or None).items()})
-        radius = self._spectral_radius()
+        with self._timed("eval_time_s"):
+            evals = {f"val_{k}": v for k, v in work.evaluate(self.engine, "valid", timings=inference.times).items()}
+            inference.end()
+            evals.update({f"test_{k}": v for k, v in work.evaluate(
+                self.engine, "test", max_batches=self.cfg.test_batches or None).items()})
+            radius = self._spectral_radius()
         wall = self._elapsed()
+        self.phases["training_ended_at"] = time.time()
         summary = measure.reduce_summary({**self._figures(wall), **self.stats.summary(), **evals,
-                                          **inference.figures(), **radius}, self.device)
+                                          **inference.figures(), **radius, **self.phases}, self.device)
         # ZeRO-3 partitions the parameters: the module then holds no full copy to compare
         if self.engine.zero_optimization_stage() < 3:
             summary["rank_param_sha"] = measure.gather_from_ranks(measure.param_fingerprint(self.engine.module),
@@ -328,6 +339,14 @@ class Trainer:
         return {"spectral_radius": means["spectral_radius"]}
 
     # ---------------------------------------------------------------- messages
+    @contextlib.contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        t0 = measure.now(self.device)
+        try:
+            yield
+        finally:
+            self.phases[phase] += measure.now(self.device) - t0
+
     def _elapsed(self) -> float:
         return measure.now(self.device) - self.t_start
 

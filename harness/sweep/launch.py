@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 from harness.records import SweepStore, is_disk_full
@@ -46,7 +47,7 @@ def _fit_run(spec: RunSpec, run_dir: str, single_node: bool) -> str:
     per_worker = {"CPU": res.cpus_per_worker}
     if res.gpus_per_worker:
         per_worker["GPU"] = res.gpus_per_worker
-    record.set_status("running", reason=None, rank=None)
+    record.set_status("running", reason=None, rank=None, task_started=time.time(), task_ended=None)
     _, placement_retries = placement_wait(res)
     failure_config = FailureConfig(max_failures=res.max_failures, controller_failure_limit=placement_retries)
     trainer = DataParallelTrainer(
@@ -65,11 +66,11 @@ def _fit_run(spec: RunSpec, run_dir: str, single_node: bool) -> str:
         rank = min(failures) if failures else None
         cause = failures[rank] if failures else exc
         record_failure(record, spec, _placement_failure(exc, record, res) or describe_exception(cause), rank)
-        return "failed"
     state = record.read_status().get("state")
     if state not in ("finished", "failed"):
         record.set_status("failed", reason="training ended without a final report")
-        return "failed"
+        state = "failed"
+    record.set_status(state, task_ended=time.time())  # the sweep timeline's end of this run
     return state
 
 

@@ -22,6 +22,7 @@ import argparse
 import datetime as _dt
 import os
 import sys
+import time
 import tempfile
 from pathlib import Path
 
@@ -166,6 +167,16 @@ def print_runs(runs: list[RunSpec], counts: dict[str, dict], out=sys.stdout) -> 
               f"{res.gpus_per_worker:g} GPU)", file=out)
 
 
+def print_overhead(sweep_dir: Path) -> None:
+    """The sweep's per-run fixed overhead (harness.report.timeline), one line."""
+    from harness.report import load_report_data
+    from harness.report.timeline import overhead_summary, run_timelines
+
+    line = overhead_summary(run_timelines(load_report_data(sweep_dir)))
+    if line:
+        print(line)
+
+
 def open_sweep(results_root: Path, job, text: str, runs: list[RunSpec], job_file: str, fresh: bool,
                overrides: list[str] | tuple[str, ...] = ()) -> SweepStore:
     from harness.run.envinfo import environment
@@ -179,6 +190,7 @@ def open_sweep(results_root: Path, job, text: str, runs: list[RunSpec], job_file
     meta = store.read_meta()
     store.write_meta({"name": job.name, "job_file": str(Path(job_file).absolute()),
                       "created": meta.get("created") or utc_now(), "submitted": utc_now(),
+                      "submitted_at": time.time(),
                       "overrides": list(overrides), "env": environment(),
                       "run_ids": [r.run_id for r in runs]})
     store.write_job_text(text)
@@ -356,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 
             out = write_report(store.dir, args.reports / job.name)
             print(f"report: {out}")
+            print_overhead(store.dir)
         except Exception as exc:  # a report problem never hides the runs' outcome
             print(f"warning: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
     for r in failed:
