@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report.claims import claims_table
 from harness.report.content import build_content
 from harness.report.data import load_report_data
 from harness.report.figures import FIGURE_BUILDERS, build_figures
@@ -77,6 +78,9 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ba
 
     models = model_frame(data, baseline)
     tables = display_tables(models, baseline)
+    claims = claims_table(models, data.extra_fields)
+    if claims is not None:
+        tables.append(claims)
     figures = build_figures(data, models)
     content = build_content(data, tables, figures, baseline, generated=utc_now())
 
