@@ -75,6 +75,11 @@ class DepthModel(nn.Module):
         embedding = unique_count([*self.embedding.parameters(), *self.head.parameters()])
         return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
 
+    @property
+    def has_equilibrium(self) -> bool:
+        """Whether the strategy has a fixed point to analyse (``spectral_radius`` not None)."""
+        return type(self.strategy).spectral_radius is not DepthStrategy.spectral_radius
+
     @torch.no_grad()
     def analysis(self, tokens: torch.Tensor) -> Optional[dict]:
         """The strategy's equilibrium analysis for ``tokens`` (B, T), dropout off: a DEQ's

@@ -86,9 +86,13 @@ class Workload:
             module.train(was_training)
 
     @torch.no_grad()
-    def _first_valid_inputs(self) -> torch.Tensor:
+    def _first_valid_inputs(self) -> torch.Tensor | None:
+        """This rank's first validation batch; None when its shard of the split is empty."""
         if self.task == "lm":
-            inputs, _ = self._lm_batches("valid")[0]
+            batches = self._lm_batches("valid")
+            if len(batches) == 0:
+                return None
+            inputs, _ = batches[0]
         else:
             inputs, _ = self.copy["valid"].batch(self.batch_size, 0, rank=self.rank, world_size=self.world_size)
         return inputs.to(self.device)
@@ -96,12 +100,17 @@ class Workload:
     def spectral_radius(self, module) -> float | None:
         """Mean rho(J_f(z*)) over the first validation batch of this rank (None for a
         strategy without an equilibrium)."""
-        rho = module.spectral_radius(self._first_valid_inputs())
-        return None if rho is None else float(rho.float().mean())
+        if not module.has_equilibrium:
+            return None  # the same on every rank: none of them joins the all-reduce
+        inputs = self._first_valid_inputs()
+        if inputs is None:  # every rank still joins the all-reduce; NaN: not measured
+            return float("nan")
+        return float(module.spectral_radius(inputs).float().mean())
 
     def analysis(self, module) -> dict | None:
         """The equilibrium analysis (``DepthModel.analysis``) on the first validation batch."""
-        result = module.analysis(self._first_valid_inputs())
+        inputs = self._first_valid_inputs()
+        result = None if inputs is None else module.analysis(inputs)
         return None if result is None else {**result, "batch": "the first validation batch of rank 0"}
 
     def evaluate(self, engine, split: str, max_batches: int | None = None,
