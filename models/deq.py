@@ -210,6 +210,11 @@ class DEQ(DepthStrategy):
     def in_pretraining(self) -> bool:
         return self.step < self.options.pretrain_steps
 
+    def _cell_map(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """z -> cell(z, injection(x)): the map whose fixed point the DEQ is."""
+        injection = self.cell.prepare_injection(x)
+        return lambda z: self.cell(z, injection)
+
     def analysis(self, x: torch.Tensor, solvers: tuple[str, ...] = ("broyden", "anderson", "fixed_point_iter"),
                  min_iter: int = 32) -> dict:
         """Residual against iteration of several solvers on the trained cell's equilibrium for
@@ -217,11 +222,7 @@ class DEQ(DepthStrategy):
         ``max(max_iter, min_iter)`` iterations with no early stop (the DEQ slide "Broyden finds
         the equilibrium more reliably than plain iteration")."""
         opts = self.options
-        injection = self.cell.prepare_injection(x)
-
-        def f(z: torch.Tensor) -> torch.Tensor:
-            return self.cell(z, injection)
-
+        f = self._cell_map(x)
         n = max(opts.max_iter, min_iter)
         traces = {}
         with torch.no_grad():
@@ -241,11 +242,7 @@ class DEQ(DepthStrategy):
         iteration converges near it); the DEQ literature watches it grow during training
         (Bai, Koltun, Kolter 2021)."""
         opts = self.options
-        injection = self.cell.prepare_injection(x)
-
-        def f(z: torch.Tensor) -> torch.Tensor:
-            return self.cell(z, injection)
-
+        f = self._cell_map(x)
         with torch.no_grad():
             res = SOLVERS[opts.solver](f, torch.zeros_like(x), max_iter=opts.max_iter, tol=opts.tol,
                                        stop_mode=opts.stop_mode, **dict(opts.solver_options))

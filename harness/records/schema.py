@@ -136,13 +136,16 @@ eval_time_s             | s        | time     | summary       | -               
                         |          |          |               |                         | and final), part of wall_time_s
 checkpoint_time_s       | s        | time     | summary       | -                       | time spent saving and reporting
                         |          |          |               |                         | checkpoints, part of wall_time_s
-worker_started_at       | s        | time     | summary       | -                       | when rank 0's worker began the
-                        |          |          |               |                         | last attempt (seconds since the
-                        |          |          |               |                         | epoch)
-training_started_at     | s        | time     | summary       | -                       | when its first training step began
-                        |          |          |               |                         | (seconds since the epoch)
-training_ended_at       | s        | time     | summary       | -                       | when its final evaluation ended
-                        |          |          |               |                         | (seconds since the epoch)
+worker_started_at       | s        | time     | summary       | -                       | when the workers began the last
+                        |          |          |               |                         | attempt (seconds since the epoch;
+                        |          |          |               |                         | mean over ranks, as every summary
+                        |          |          |               |                         | figure is)
+training_started_at     | s        | time     | summary       | -                       | when their first training step
+                        |          |          |               |                         | began (seconds since the epoch,
+                        |          |          |               |                         | mean over ranks)
+training_ended_at       | s        | time     | summary       | -                       | when their final evaluation ended
+                        |          |          |               |                         | (seconds since the epoch, mean
+                        |          |          |               |                         | over ranks)
 nfe                     | count    | depth    | summary train | -                       | cell evaluations per forward: L
                         |          |          |               |                         | for weight-tied; for DEQ the
                         |          |          |               |                         | solver's steps plus the

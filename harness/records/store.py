@@ -86,6 +86,23 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_clean(obj), indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def append_whole(path: str | Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (made if missing) and fsync; if the write fails (a full
+    disk), the file is cut back to its old end, so no half line or record stays behind to
+    corrupt the next append."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as fh:
+        size = fh.tell()
+        try:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        except OSError:
+            fh.truncate(size)
+            raise
+
+
 def read_json(path: str | Path, default: Any = None) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -241,16 +258,7 @@ class RunRecord:
         lines = "".join(json.dumps(_clean(r), default=_json_default) + "\n" for r in records)
         if not lines:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a", encoding="utf-8") as fh:
-            size = fh.tell()
-            try:
-                fh.write(lines)
-                fh.flush()
-                os.fsync(fh.fileno())
-            except OSError:  # a full disk: no half line may stay behind to corrupt the next one
-                fh.truncate(size)
-                raise
+        append_whole(self.metrics_path, lines.encode("utf-8"))
 
     def read_metrics(self) -> list[dict]:
         return read_jsonl(self.metrics_path)

@@ -10,15 +10,16 @@ An attempt that resumes from a checkpoint at step k starts its file with TensorB
 ``SessionLog.START`` at step k + 1, which tells TensorBoard to drop the earlier attempt's
 points after k: the curves have no duplicate steps, like ``metrics.jsonl``. Events are
 framed as TFRecords (length, masked CRC-32C) with tensorboardX's protobuf classes and
-appended with fsync, so a crash loses at most the message being written.
+appended like metrics lines (``store.append_whole``: fsync, cut back on a failed write).
 """
 from __future__ import annotations
 
-import os
 import struct
 import time
 from pathlib import Path
 from typing import Iterable
+
+from harness.records.store import append_whole
 
 FOLDER = "tensorboard"
 SKIPPED = ("kind", "step", "elapsed_s")
@@ -50,16 +51,7 @@ def append_lines(run_dir: str | Path, attempt: int, lines: Iterable[dict], *,
                                           summary=summary_pb2.Summary(value=values)))
     if not events:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as fh:
-        size = fh.tell()
-        try:
-            fh.write(b"".join(_record(e.SerializeToString()) for e in events))
-            fh.flush()
-            os.fsync(fh.fileno())
-        except OSError:  # a full disk: no half record may stay behind
-            fh.truncate(size)
-            raise
+    append_whole(path, b"".join(_record(e.SerializeToString()) for e in events))
 
 
 def _record(data: bytes) -> bytes:

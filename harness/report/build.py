@@ -22,7 +22,7 @@ import pandas as pd
 
 from harness.report.claims import claims_table
 from harness.report.content import build_content
-from harness.report.data import load_report_data
+from harness.report.data import SweepData, load_report_data
 from harness.report.figures import FIGURE_BUILDERS, build_figures
 from harness.report.html import render_html
 from harness.report.markdown import render_markdown
@@ -64,14 +64,16 @@ def default_out_dir(sweep_dir: str | Path) -> Path:
     return Path("reports") / Path(sweep_dir).resolve().name
 
 
-def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, baseline: str | None = None) -> Path:
+def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, baseline: str | None = None,
+                 data: SweepData | None = None) -> Path:
     """Write the report of ``sweep_dir`` (``results/<sweep>``) into ``out_dir``; return ``out_dir``.
 
     ``baseline`` names the strategy the relative columns compare against (default:
     ``explicit`` if the sweep has it, else the first strategy); ValueError if the sweep
-    has no such strategy. FileNotFoundError if ``sweep_dir`` is not a folder.
+    has no such strategy. FileNotFoundError if ``sweep_dir`` is not a folder. ``data``: the
+    sweep's records already read (``load_report_data(sweep_dir)``), so they are not read twice.
     """
-    data = load_report_data(sweep_dir)
+    data = data if data is not None else load_report_data(sweep_dir)
     baseline = choose_baseline(data, baseline)
     out = Path(out_dir) if out_dir is not None else default_out_dir(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)

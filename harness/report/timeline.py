@@ -4,7 +4,7 @@ Phases of a run's last attempt, each from two timestamps on record:
 
 - queued: the submission (``sweep.json`` ``submitted_at``) to the run's task starting
   (``status.json`` ``task_started``);
-- start-up: the task starting to rank 0's worker beginning (``worker_started_at``): Ray
+- start-up: the task starting to the workers beginning (``worker_started_at``): Ray
   Train's controller, the worker group, the process group;
 - set-up: the worker beginning to its first training step (``training_started_at``):
   data, model, DeepSpeed engine, resume, memory measurement;
@@ -21,7 +21,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from harness.report.data import SweepData
+from harness.report.data import SweepData, _first
 
 PHASES = ("queued", "start-up", "set-up", "training", "eval", "checkpoint", "wrap-up")
 
@@ -45,13 +45,14 @@ def run_timelines(data: SweepData) -> list[RunTimeline]:
     out = []
     for _, run in data.runs.iterrows():
         status = data.statuses.get(run["run_id"], {})
-        stamps = [status.get("task_started"), _get(run, "worker_started_at"), _get(run, "training_started_at"),
-                  _get(run, "training_ended_at"), status.get("task_ended")]
+        stamps = [status.get("task_started"), *(_first(run.get(k)) for k in
+                                                  ("worker_started_at", "training_started_at", "training_ended_at")),
+                  status.get("task_ended")]
         if any(s is None for s in stamps):
             continue
         task, worker, first_step, trained, ended = (float(s) for s in stamps)
-        eval_s = float(_get(run, "eval_time_s") or 0.0)
-        ckpt_s = float(_get(run, "checkpoint_time_s") or 0.0)
+        eval_s = float(_first(run.get("eval_time_s")) or 0.0)
+        ckpt_s = float(_first(run.get("checkpoint_time_s")) or 0.0)
         phases: dict[str, float] = {}
         if submitted is not None and float(submitted) <= task:  # started by this submission
             phases["queued"] = task - float(submitted)
@@ -61,11 +62,6 @@ def run_timelines(data: SweepData) -> list[RunTimeline]:
         start = float(submitted) if "queued" in phases else task
         out.append(RunTimeline(str(run["run_id"]), str(run["name"]), start, phases, ended - task))
     return out
-
-
-def _get(run, key: str):
-    value = run.get(key)
-    return None if value is None or value != value else value  # NaN: missing
 
 
 def overhead_summary(timelines: list[RunTimeline]) -> str | None:

@@ -167,16 +167,6 @@ def print_runs(runs: list[RunSpec], counts: dict[str, dict], out=sys.stdout) -> 
               f"{res.gpus_per_worker:g} GPU)", file=out)
 
 
-def print_overhead(sweep_dir: Path) -> None:
-    """The sweep's per-run fixed overhead (harness.report.timeline), one line."""
-    from harness.report import load_report_data
-    from harness.report.timeline import overhead_summary, run_timelines
-
-    line = overhead_summary(run_timelines(load_report_data(sweep_dir)))
-    if line:
-        print(line)
-
-
 def open_sweep(results_root: Path, job, text: str, runs: list[RunSpec], job_file: str, fresh: bool,
                overrides: list[str] | tuple[str, ...] = ()) -> SweepStore:
     from harness.run.envinfo import environment
@@ -366,9 +356,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from harness.report import write_report
 
-            out = write_report(store.dir, args.reports / job.name)
+            from harness.report import load_report_data
+            from harness.report.timeline import overhead_summary, run_timelines
+
+            data = load_report_data(store.dir)  # read once: the report and the overhead line
+            out = write_report(store.dir, args.reports / job.name, data=data)
             print(f"report: {out}")
-            print_overhead(store.dir)
+            overhead = overhead_summary(run_timelines(data))
+            if overhead:
+                print(overhead)
         except Exception as exc:  # a report problem never hides the runs' outcome
             print(f"warning: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
     for r in failed:
