@@ -22,10 +22,13 @@ def test_deq_traces_have_one_point_per_iteration_and_never_rise():
 
 
 def test_a_contractive_weight_tied_stack_converges_layer_by_layer():
-    model = build_model({**BASE, "depth": {"kind": "weight_tied", "layers": 4}})
+    # float64 and a seed of its own: in float32 the differences reach round-off (about 1e-7
+    # relative) within a few layers, where "strictly decreasing" is a coin toss per init.
+    torch.manual_seed(0)
+    model = build_model({**BASE, "depth": {"kind": "weight_tied", "layers": 4}}).double()
     with torch.no_grad():
         for p in model.strategy.cell.parameters():
-            p.mul_(0.05)  # a small cell is a contraction: z[i] tends to its fixed point
+            p.mul_(0.3)  # a small cell is a contraction: z[i] tends to its fixed point
     out = model.analysis(TOKENS)
     diffs = out["layer_diff"]
     assert out["kind"] == "layers" and out["trained_layers"] == 4 and len(diffs) == 32
