@@ -7,6 +7,8 @@ report, and that resubmitting the same job file reruns nothing.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -73,3 +75,15 @@ def test_sweep_records_and_resubmission(tmp_path):
     assert "Ray dashboard" not in again.stdout  # no cluster was even started
     after = {p: p.read_bytes() for p in before}
     assert before == after
+
+    # a sweep recorded before runs analysed themselves: harness.analyze finds Ray Train's
+    # latest checkpoint (step 8 of 12) of each 2-worker run and analyses it
+    for run_id in df["run_id"]:
+        (sweep / "runs" / run_id / "analysis.json").unlink()
+    proc = subprocess.run([sys.executable, "-m", "harness.analyze", "results/itest"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("analysed: from the checkpoint at step 8 of 12") == 2, proc.stdout
+    kinds = {read_json(sweep / "runs" / r / "analysis.json")["kind"] for r in df["run_id"]}
+    assert kinds == {"deq", "layers"}
+    assert "at step 8 of 12" in (tmp_path / "reports" / "itest" / "index.html").read_text()

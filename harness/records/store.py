@@ -176,6 +176,24 @@ class RunRecord:
         path = self.checkpoint_dir / "local"
         return path if path.is_dir() else None
 
+    def latest_checkpoint(self) -> Path | None:
+        """The run's newest checkpoint folder, wherever it was trained: Ray Train's latest
+        (its ``checkpoint_manager_snapshot.json`` names it; the newest ``checkpoint_*`` folder
+        when the snapshot is unreadable) or the local one of a run without Ray. None if none."""
+        local = self.local_checkpoint()
+        if local is not None:
+            return local
+        storage = self.checkpoint_dir / self.run_id
+        try:
+            name = read_json(storage / "checkpoint_manager_snapshot.json")["latest_checkpoint_result"][
+                "checkpoint_dir_name"]
+        except (OSError, ValueError, KeyError, TypeError):  # none, torn, or not Ray's layout
+            name = None
+        if isinstance(name, str) and name and (storage / name).is_dir():
+            return storage / name
+        found = sorted(p for p in storage.glob("checkpoint_*") if p.is_dir()) if storage.is_dir() else []
+        return found[-1] if found else None
+
     def store_local_checkpoint(self, source: str | Path) -> None:
         """Copy the checkpoint folder ``source`` in as the run's latest, atomically: a
         process killed mid-copy leaves the previous checkpoint in place."""

@@ -425,7 +425,13 @@ def equilibrium(data: SweepData, models: pd.DataFrame, colours: dict[str, str]) 
     ax_l.set_xlabel("layer")
     for ax in (ax_s, ax_l):
         ax.set_yscale("log")
-    caption = ("The trained cells after training, on the first validation batch (no early stop). Left: each "
+    drawn = [(model, found) for model, found in deq + stacks[:MAX_ANALYSED_MODELS]]
+    early = sorted({f"{model['model']} at step {a.get('step', '?')} of {a.get('steps', '?')}"
+                    for model, found in drawn for a in found if a.get("source") == "checkpoint"})
+    when = ("The trained cells after training" if not early else
+            "The trained cells (after training, except where a checkpoint was analysed afterwards with "
+            f"python -m harness.analyze: {'; '.join(early)})")
+    caption = (f"{when}, on the first validation batch (no early stop). Left: each "
                "solver's lowest relative residual so far against iteration for the DEQ models (solid Broyden, "
                "dashed Anderson, dotted plain fixed-point iteration). Right: relative layer differences of "
                "weight-tied stacks (the trained cell applied beyond its depth, which the dotted line marks) "

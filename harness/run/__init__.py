@@ -12,6 +12,8 @@
 - ``dsops``     DeepSpeed's CPU ops (accelerator name, the one-time build)
 - ``faults``    injected faults for the fault-tolerance tests
 - ``envinfo``   the environment a run saw (versions, devices, git state)
+- ``analyze``   a recorded run's equilibrium analysis from its newest checkpoint
+                (``python -m harness.analyze``)
 
 May import ``harness.records`` and ``harness.data`` (and ``models``), never ``harness.sweep``.
 """

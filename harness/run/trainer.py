@@ -298,7 +298,7 @@ class Trainer:
             summary["rank_param_sha"] = measure.gather_from_ranks(measure.param_fingerprint(self.engine.module),
                                                                   self.session.world_size)
         summary["rank_nodes"] = measure.gather_from_ranks(_node_name(), self.session.world_size)
-        analysis = self.work.analysis(self.engine.module) \
+        analysis = self.work.analysis(self.engine.module, step=steps) \
             if self.is_main and self.engine.zero_optimization_stage() < 3 else None
         self._send({"records": [{"kind": "eval", "step": steps, "elapsed_s": wall,
                                  **{k: v for k, v in evals.items() if k.startswith("val_")}, **radius}],
@@ -391,24 +391,25 @@ def _any_rank(flag: bool, device: torch.device) -> bool:
 
 
 def _load_weights_only(engine) -> None:
-    """Make DeepSpeed read checkpoints with ``torch.load(weights_only=True)``.
+    """Make DeepSpeed read checkpoints with :func:`load_checkpoint_file`.
 
     Its torch checkpoint engine unpickles arbitrary objects (``weights_only=False``); a
-    checkpoint folder is data, and loading it must not run code. Tensors, containers and
-    plain values load as before; anything else is refused with torch's error.
-    """
+    checkpoint folder is data, and loading it must not run code."""
+    engine.checkpoint_engine.load = load_checkpoint_file
+
+
+def load_checkpoint_file(path: str | Path, map_location=None):
+    """``torch.load(weights_only=True)`` of one file of a DeepSpeed checkpoint: tensors,
+    containers, plain values and DeepSpeed's own plain-data classes load; anything else is
+    refused with torch's error."""
     from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
     from deepspeed.runtime.zero.config import ZeroStageEnum
     from deepspeed.utils.tensor_fragment import fragment_address
 
     # DeepSpeed's own plain-data classes that its ZeRO checkpoints hold
     allowed = [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
-
-    def load(path: str, map_location=None):
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location=map_location, weights_only=True)
-
-    engine.checkpoint_engine.load = load
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def _cap_memory(cap_gb: float) -> None:

@@ -107,11 +107,16 @@ class Workload:
             return float("nan")
         return float(module.spectral_radius(inputs).float().mean())
 
-    def analysis(self, module) -> dict | None:
-        """The equilibrium analysis (``DepthModel.analysis``) on the first validation batch."""
+    def analysis(self, module, *, step: int, source: str = "end of training") -> dict | None:
+        """The equilibrium analysis (``DepthModel.analysis``) on the first validation batch,
+        with the training step of the weights analysed and where they came from
+        (``"end of training"``, or ``"checkpoint"`` for ``harness.analyze``)."""
         inputs = self._first_valid_inputs()
         result = None if inputs is None else module.analysis(inputs)
-        return None if result is None else {**result, "batch": "the first validation batch of rank 0"}
+        if result is None:
+            return None
+        return {**result, "batch": "the first validation batch of rank 0", "step": int(step),
+                "steps": int(self.train_cfg.steps), "source": source}
 
     def evaluate(self, engine, split: str, max_batches: int | None = None,
                  timings: list[float] | None = None) -> dict[str, float]:
