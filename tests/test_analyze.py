@@ -35,6 +35,7 @@ def _analyze(cwd: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # two short runs without Ray (about 20 s)
 def test_a_checkpoint_is_analysed_as_the_run_that_stopped_there(tmp_path):
     long = _train(tmp_path, "long", steps=10)  # checkpoints at steps 4 and 8 (none at the end)
     short = _train(tmp_path, "short", steps=8)  # ends at step 8: its analysis is of those weights
