@@ -163,33 +163,36 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
     on_cpu = z.device.type == "cpu"
     chunks = reduction_chunks(dim, z.device)
     active, seen_active = np.array(tracker.active), tracker.n_active
-
-    while True:
-        newest = len(order) - 1  # chronological index n of the newest step; n factors exist
-        last = order[-1]
-        z_next = z + buf[last]
-        fz = f_flat(z_next)
-        torch.sub(z_next, fz, out=F)
-        fz_norm = torch.linalg.vector_norm(fz, dim=1)  # (B,)
-        # Reduction pass: rows [F, s_n] against rows 0..n+1 (all rows once the ring is full).
-        stored = buf if wrapped else buf[:newest + 2]  # (rows, B, D)
-        # rows F and s_n, a strided view; with s_n in row 0, rows [s_n, F], read back swapped
-        pair = buf[1:last + 1:last - 1] if last > 1 else buf[0:2]  # (2, B, D)
-        with exact_products(z.device):
-            prods = pair_products(pair, stored, chunks)  # (B, 2, rows)
-        if on_cpu:
-            host, fz_host = prods.numpy(), fz_norm.numpy()
-        else:  # one copy to the host per iteration
-            packed = torch.cat((prods.reshape(-1), fz_norm)).cpu().numpy()
-            host, fz_host = packed[:prods.numel()].reshape(prods.shape), packed[prods.numel():]
-        with np.errstate(all="ignore"):  # stopped samples may carry inf/NaN here; never used
+    all_active = seen_active == batch
+    exact = exact_products(z.device)  # full float32 products on CUDA; a no-op on a CPU
+    with np.errstate(all="ignore"):  # stopped samples may carry inf/NaN in the small math; never used
+        while True:
+            newest = len(order) - 1  # chronological index n of the newest step; n factors exist
+            last = order[-1]
+            z_next = z + buf[last]
+            fz = f_flat(z_next)
+            torch.sub(z_next, fz, out=F)
+            fz_norm = torch.linalg.vector_norm(fz, dim=1)  # (B,)
+            # Reduction pass: rows [F, s_n] against rows 0..n+1 (all rows once the ring is full).
+            stored = buf if wrapped else buf[:newest + 2]  # (rows, B, D)
+            # rows F and s_n, a strided view; with s_n in row 0, rows [s_n, F], read back swapped
+            pair = buf[1:last + 1:last - 1] if last > 1 else buf[0:2]  # (2, B, D)
+            with exact:
+                prods = pair_products(pair, stored, chunks)  # (B, 2, rows)
+            if on_cpu:
+                host, fz_host = prods.numpy(), fz_norm.numpy()
+            else:  # one copy to the host per iteration
+                packed = torch.cat((prods.reshape(-1), fz_norm)).cpu().numpy()
+                host, fz_host = packed[:prods.numel()].reshape(prods.shape), packed[prods.numel():]
+            host = host.astype(np.float64, copy=False)  # (B, 2, rows); one cast for all the small math
             if last <= 1:
                 host = host[:, ::-1]
-            tracker.record(z_next, np.sqrt(host[:, 0, 1].astype(np.float64)).tolist(), fz_host.tolist())
+            tracker.record(z_next, np.sqrt(host[:, 0, 1]).tolist(), fz_host.tolist())
             if tracker.nstep >= max_iter or not tracker.any_active:
                 break
             if tracker.n_active != seen_active:
                 active, seen_active = np.array(tracker.active), tracker.n_active
+                all_active = False
             if tracker.failed_rows:  # back to the last finite iterate, frozen; F = 0 keeps it finite
                 z_next = tracker.roll_back_failed(z_next, z)
                 F.index_fill_(0, tracker.rows(tracker.failed_rows), 0.0)
@@ -199,8 +202,8 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
                 restarting = False
                 continue
 
-            s_dot_F = host[:, 0, order].astype(np.float64)  # (B, n + 1) s_i^T F, chronological
-            s_dot_last = host[:, 1, order].astype(np.float64)  # (B, n + 1) s_i^T s_n
+            chosen = host[:, :, order]  # (B, 2, n + 1), chronological
+            s_dot_F, s_dot_last = chosen[:, 0], chosen[:, 1]  # s_i^T F and s_i^T s_n
             # Row n of L, then of the inverse; y = (I - L)^{-1} S^T F over rows 0..n. With
             # direction = -H_n F = -F - sum_{j<n} beta_j y_j s_{j+1}, y_n = s_n^T F + L_n y_{:n}
             # is -s_n^T direction.
@@ -213,8 +216,12 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
             beta_last = 1.0 / (s_dot_last[:, newest] + tiny)  # 1 / ||s_n||^2
             denom = beta_last * y[:, newest] + 1.0
             usable = np.abs(denom) > skip_below  # else the update is skipped: E_n = I, s_{n+1} = direction
-            beta[:, newest] = np.where(usable & active, beta_last, 0.0)
-            minus_scale = np.where(active, -1.0 / np.where(usable, denom, 1.0), 0.0)  # 0: stopped
+            if all_active:  # the common case: no stopped sample to mask
+                beta[:, newest] = np.where(usable, beta_last, 0.0)
+                minus_scale = -1.0 / np.where(usable, denom, 1.0)
+            else:
+                beta[:, newest] = np.where(usable & active, beta_last, 0.0)
+                minus_scale = np.where(active, -1.0 / np.where(usable, denom, 1.0), 0.0)  # 0: stopped
 
             # Combination pass: s_{n+1} = -scale (F + sum_j beta_j y_j s_{j+1}), weights by row.
             coef = beta[:, :newest] * y[:, :newest] * minus_scale[:, None]  # (B, n) of s_1..s_n
@@ -226,26 +233,27 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
                 weights = np.empty((batch, 1, newest + 1), weight_dtype)
                 weights[:, 0, 1:] = coef
                 weights[:, 0, 0] = minus_scale
-            weights[~active] = 0.0
-        mix = torch.from_numpy(weights) if on_cpu else torch.from_numpy(weights).to(z.device)
-        if not wrapped and len(order) < capacity:
-            with exact_products(z.device):
-                torch.bmm(mix, buf[1:newest + 2].transpose(0, 1), out=buf[newest + 2, :, None])
-            order.append(newest + 2)
-            continue
-        if restart:  # memory full: s_{m+1} takes row 0 (the combination does not read s_0), then restart
-            with exact_products(z.device):
-                torch.bmm(mix, buf[1:].transpose(0, 1), out=buf[0, :, None])
-            order = [0]
-            restarting = True
-            continue
-        with exact_products(z.device):
-            step = torch.bmm(mix, (buf if wrapped else buf[1:]).transpose(0, 1))  # (B, 1, D)
-        # Ring full: the new step replaces the oldest one, whose factor is dropped.
-        row_id = order.pop(0)
-        buf[row_id] = step[:, 0]
-        order.append(row_id)
-        wrapped = True
-        inverse[:, :-1, :-1] = inverse[:, 1:, 1:].copy()
-        beta[:, :-1] = beta[:, 1:].copy()
+            if not all_active:
+                weights[~active] = 0.0
+            mix = torch.from_numpy(weights) if on_cpu else torch.from_numpy(weights).to(z.device)
+            if not wrapped and len(order) < capacity:
+                with exact:
+                    torch.bmm(mix, buf[1:newest + 2].transpose(0, 1), out=buf[newest + 2, :, None])
+                order.append(newest + 2)
+                continue
+            if restart:  # memory full: s_{m+1} takes row 0 (the combination does not read s_0), then restart
+                with exact:
+                    torch.bmm(mix, buf[1:].transpose(0, 1), out=buf[0, :, None])
+                order = [0]
+                restarting = True
+                continue
+            with exact:
+                step = torch.bmm(mix, (buf if wrapped else buf[1:]).transpose(0, 1))  # (B, 1, D)
+            # Ring full: the new step replaces the oldest one, whose factor is dropped.
+            row_id = order.pop(0)
+            buf[row_id] = step[:, 0]
+            order.append(row_id)
+            wrapped = True
+            inverse[:, :-1, :-1] = inverse[:, 1:, 1:].copy()
+            beta[:, :-1] = beta[:, 1:].copy()
     return tracker.result(shape)

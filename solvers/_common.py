@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -115,21 +115,30 @@ def restore_dtype(res: SolverResult, dtype: torch.dtype) -> SolverResult:
     return res
 
 
-@contextlib.contextmanager
-def exact_products(device: torch.device) -> Iterator[None]:
+_NO_CHANGE = contextlib.nullcontext()  # reusable: entered once per solver iteration on a CPU
+
+
+class _HighestPrecision:
+    """Full float32 products inside the block, the user's setting restored after; reusable."""
+
+    def __init__(self) -> None:
+        self._saved: list[str] = []
+
+    def __enter__(self) -> None:
+        self._saved.append(torch.get_float32_matmul_precision())
+        torch.set_float32_matmul_precision("highest")
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_float32_matmul_precision(self._saved.pop())
+
+
+def exact_products(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """Full float32 matrix products on CUDA inside the block, even where the user allows TF32
     (``torch.set_float32_matmul_precision("high")``): the solvers' reductions give residual
     norms and secant products that need every bit; f, called outside such blocks, keeps the
-    user's setting."""
-    saved = "highest" if device.type != "cuda" else torch.get_float32_matmul_precision()
-    if saved == "highest":
-        yield
-        return
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(saved)
+    user's setting. Elsewhere a no-op. The returned manager is reusable, so a solver makes
+    it once per solve and enters it at every product."""
+    return _HighestPrecision() if device.type == "cuda" else _NO_CHANGE
 
 
 class IterateTracker:
@@ -183,26 +192,32 @@ class IterateTracker:
         self.abs_trace.append(abs_host)
         self.rel_trace.append(rel_host)
         improved, failed = [], []
+        # locals: this loop runs once per sample per iteration, on the solver's critical path
+        active, measured, best_metric = self.active, self.measured, self.best_metric
+        use_rel, tol, nstep, isfinite = self.use_rel, self.tol, self.nstep, math.isfinite
+        stopped = 0
         for i in range(self.batch):
-            if not self.active[i]:
+            if not active[i]:
                 continue
-            self.measured[i] += 1
+            measured[i] += 1
             a, r = abs_host[i], rel_host[i]
-            if not math.isfinite(a):  # a NaN or inf anywhere in z or f(z) reaches ||f(z) - z||
+            if not isfinite(a):  # a NaN or inf anywhere in z or f(z) reaches ||f(z) - z||
                 failed.append(i)
                 self.nonfinite[i] = True
-                self.active[i] = False
+                active[i] = False
+                stopped += 1
                 continue
-            metric = r if self.use_rel else a
-            if metric < self.best_metric[i]:
+            metric = r if use_rel else a
+            if metric < best_metric[i]:
                 improved.append(i)
-                self.best_metric[i], self.best_abs[i], self.best_rel[i] = metric, a, r
-                self.best_step[i] = self.nstep
-            if metric < self.tol:
+                best_metric[i], self.best_abs[i], self.best_rel[i] = metric, a, r
+                self.best_step[i] = nstep
+            if metric < tol:
                 self.converged[i] = True
-                self.active[i] = False
-        if failed or self.n_active != sum(self.active):
-            self.n_active = sum(self.active)
+                active[i] = False
+                stopped += 1
+        if stopped:
+            self.n_active -= stopped
             self._active_mask = None
         self.failed_rows = failed
         if len(improved) == self.batch:  # the common case: no copy at all

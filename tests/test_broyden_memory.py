@@ -14,24 +14,15 @@ import pytest
 import torch
 
 from solvers import broyden, equilibrium
+from solvers.bench import MEMORY_BUDGET, MEMORY_SIZES, MEMORY_TOL, ill_conditioned_affine
 
-N, BATCH, RADIUS, TOL, BUDGET = 200, 4, 0.99, 1e-6, 200
-MEMORIES = [5, 10, 15, 20, 30]
+N, BATCH, RADIUS, TOL, BUDGET = 200, 4, 0.99, MEMORY_TOL, MEMORY_BUDGET
+MEMORIES = list(MEMORY_SIZES)
 
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(one_thread):
     """Single-threaded for this module (tests/conftest.py): small products, a shared machine."""
-
-
-def ill_conditioned_affine(n=N, batch=BATCH, radius=RADIUS, seed=0):
-    """f(z) = A z + b per sample: A = Q diag(linspace(0, radius)) Q^T with Q a random orthogonal
-    matrix (spectral radius ``radius``), one b ~ N(0, I) per sample; returns (f, A, b)."""
-    gen = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
-    a = q @ torch.diag(torch.linspace(0.0, radius, n, dtype=torch.float64)) @ q.T
-    b = torch.randn(batch, n, generator=gen, dtype=torch.float64)
-    return (lambda z: z @ a.T + b), a, b
 
 
 def test_the_problem_is_what_it_says():
