@@ -11,7 +11,9 @@ Phases of a run's last attempt, each from two timestamps on record:
 - training, eval, checkpoint: the first step to the end of the final evaluation
   (``training_ended_at``), split by the worker's own eval and checkpoint times;
 - wrap-up: the end of the final evaluation to the task ending (``task_ended``): the last
-  message written, Ray Train shutting the run down.
+  message written, Ray Train shutting the run down (its placement-group cleaner, whose stop
+  alone took 12 s or more per run, is told to stop within 2 s:
+  ``harness.sweep.launch.shorten_cleaner_stop``).
 
 The harness's fixed overhead of a run is everything but training, eval and checkpoint
 (:func:`overhead_summary`, printed by ``harness.submit`` at the end of a sweep).
