@@ -34,6 +34,7 @@ ENV = {"git_commit": "3f9c2d1e8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e", "git_dirty": Fa
        "devices": ["cpu"], "device_count": 1, "seeds": [0, 1],
        "started": "2025-01-15T10:00:00+00:00", "ended": "2025-01-15T10:42:00+00:00"}
 OPTIMAL_PPL = 18.5
+UNIGRAM_PPL = 150.0  # the context-free reference every fixture model beats
 B, T, D, D_INNER, VOCAB = 8, 32, 64, 256, 1000
 DATASETS = {"lm": "synthetic", "copy": "copy_memory"}
 
@@ -132,12 +133,14 @@ def _figures(strategy: str, depth: int, seed: int, task: str) -> dict:
         acc = min(0.99, 0.55 + 0.1 * math.log2(depth)) * jitter(0.02)
         loss = -math.log(max(acc, 1e-3)) * 1.3
         out.update({"train_loss": loss * 0.95, "val_loss": loss, "test_loss": loss * 1.01,
-                    "val_acc": acc, "test_acc": acc * 0.99})
+                    "val_acc": acc, "test_acc": acc * 0.99, "chance_acc": 0.125, "val_tokens": 640,
+                    "test_tokens": 1280})
     else:
         val_ppl = ppl * jitter(0.02)
         out.update({"train_loss": math.log(val_ppl) - 0.05, "val_loss": math.log(val_ppl), "val_ppl": val_ppl,
                     "test_loss": math.log(val_ppl * 1.02), "test_ppl": val_ppl * 1.02,
-                    "optimal_ppl": OPTIMAL_PPL})
+                    "optimal_ppl": OPTIMAL_PPL, "unigram_ppl": UNIGRAM_PPL, "val_tokens": 4096,
+                    "test_tokens": 8192})
     return out
 
 

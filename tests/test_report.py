@@ -332,7 +332,7 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
     assert "deq, depth 16" in dom.stdout and FAILED_REASON in dom.stdout
     shot = tmp_path / "page.png"
     run = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}",
-                          f"--screenshot={shot}", "--window-size=1280,2000", page],
+                          f"--screenshot={shot}", "--window-size=1280,2600", page],
                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert run.returncode == 0, run.stderr[-2000:]
     for log in (dom.stderr, run.stderr):
@@ -340,7 +340,7 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
         assert not bad, bad
     from matplotlib.image import imread
     pixels = imread(shot)[..., :3]  # (H, W, 3) floats in [0, 1]
-    assert pixels.shape[:2] == (2000, 1280)
+    assert pixels.shape[:2] == (2600, 1280)  # tall enough to hold the first figure
     deq_red = ((abs(pixels[..., 0] - 0xD6 / 255) < 0.03) & (abs(pixels[..., 1] - 0x27 / 255) < 0.03)
                & (abs(pixels[..., 2] - 0x28 / 255) < 0.03))
     assert deq_red.sum() > 100  # the memory figure is drawn (DEQ's line), not a broken image

@@ -23,6 +23,8 @@ import operator
 import torch
 
 BLANK, DELIMITER, N_SYMBOLS = 0, 9, 10
+N_DIGIT_SYMBOLS = 8  # digits are drawn uniformly from 1..8
+CHANCE_ACC = 1.0 / N_DIGIT_SYMBOLS  # recall accuracy of a model that guesses (12.5%)
 _MASK64 = (1 << 64) - 1
 
 
@@ -66,7 +68,7 @@ class CopyMemory:
             raise ValueError(f"rank={rank!r} is invalid; allowed: an integer in [0, world_size={world_size})")
         gen = torch.Generator().manual_seed(_mix_seed(self.seed, position * world_size + rank))
         n, length = self.n_digits, self.seq_len
-        digits = torch.randint(1, 9, (batch_size, n), generator=gen)  # (B, n) in 1..8
+        digits = torch.randint(1, N_DIGIT_SYMBOLS + 1, (batch_size, n), generator=gen)  # (B, n) in 1..8
         inputs = torch.full((batch_size, length), BLANK, dtype=torch.long)  # (B, L)
         inputs[:, :n] = digits
         inputs[:, length - n - 1] = DELIMITER  # after n digits and blank_len - 1 blanks

@@ -52,6 +52,15 @@ class Corpus:
     optimal_ppl: float | None = None
     meta: dict = field(default_factory=dict)
 
+    def unigram_ppl(self, split: str = "valid") -> float:
+        """Perplexity on ``split`` of the best model that ignores context: the training split's
+        word frequencies (add-one smoothed over the vocabulary). A language model whose
+        perplexity is not clearly below it has learned nothing from the context."""
+        counts = torch.bincount(self.train, minlength=len(self.vocab)).double() + 1.0
+        log_p = (counts / counts.sum()).log()
+        tokens = self.split(split)
+        return float(torch.exp(-log_p[tokens].mean())) if len(tokens) else float("nan")
+
     def split(self, name: str) -> torch.Tensor:
         """The split called ``name`` ("train", "valid" or "test")."""
         if name not in SPLITS:

@@ -198,6 +198,20 @@ test_ppl                | -        | quality  | summary       | lm              
 val_acc                 | -        | quality  | summary eval  | copy                    | accuracy on the recalled digits
 test_acc                | -        | quality  | summary       | copy                    | test accuracy on the recalled
                         |          |          |               |                         | digits
+val_tokens              | count    | quality  | summary eval  | -                       | how many target tokens (lm) or
+                        |          |          |               |                         | recalled digits (copy) the
+                        |          |          |               |                         | validation figures average over,
+                        |          |          |               |                         | all ranks together
+test_tokens             | count    | quality  | summary       | -                       | the same for the test figures
+unigram_ppl             | -        | quality  | summary       | lm                      | perplexity on the validation split
+                        |          |          |               |                         | of the training split's word
+                        |          |          |               |                         | frequencies (add-one smoothed):
+                        |          |          |               |                         | the best a model can do without
+                        |          |          |               |                         | context; a model not clearly below
+                        |          |          |               |                         | it has learned nothing
+chance_acc              | -        | quality  | summary       | copy                    | recall accuracy of a guesser (the
+                        |          |          |               |                         | digits are uniform over 8 symbols:
+                        |          |          |               |                         | 12.5%)
 optimal_ppl             | -        | quality  | summary       | synthetic corpus        | the synthetic corpus's true
                         |          |          |               |                         | perplexity (its entropy rate): the
                         |          |          |               |                         | best any model can do

@@ -84,7 +84,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ba
     if claims is not None:
         tables.append(claims)
     figures = build_figures(data, models)
-    content = build_content(data, tables, figures, baseline, generated=utc_now())
+    content = build_content(data, tables, figures, baseline, generated=utc_now(), models=models)
 
     figure_files = {fig.name: f"{fig.name}.png" for fig in figures}
     for fig in figures:

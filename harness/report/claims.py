@@ -92,6 +92,11 @@ def _quality_claim(models: pd.DataFrame) -> Claim:
         if tied.empty:
             continue
         other = tied.sort_values("depth").iloc[-1]  # the deepest weight-tied stack of the same cell
+        untrained = [str(m["model"]) for m in (deq, other) if str(m.get("learned", "")) == "no"]
+        if untrained:  # comparing two guessers says nothing about implicit depth
+            evidence.append(f"{deq['model']} vs {other['model']}: not learned ({', '.join(untrained)} no better "
+                            "than a context-free guess)")
+            continue
         diff, half = stats.difference_ci95(_mean(deq, metric), float(deq[f"{metric}_std"]), int(deq[f"{metric}_n"]),
                                            _mean(other, metric), float(other[f"{metric}_std"]),
                                            int(other[f"{metric}_n"]))

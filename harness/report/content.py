@@ -18,7 +18,7 @@ import pandas as pd
 from harness.records import schema
 from harness.report.data import SweepData
 from harness.report.figures import ReportFigure
-from harness.report.tables import Column, Table
+from harness.report.tables import LEARNED_PPL_RATIO, Column, Table
 from harness.report.units import EM_DASH, format_value, is_missing
 
 ENV_ORDER = ("git_commit", "git_dirty", "python", "torch", "ray", "deepspeed", "platform", "hostname",
@@ -144,9 +144,27 @@ def _all_runs_table(runs: pd.DataFrame) -> Table | None:
                          quality.replace("_", " ")], rows)
 
 
+def _unlearned_note(models: pd.DataFrame | None) -> str | None:
+    """The warning for models that did no better than a context-free guess (``learned`` no)."""
+    if models is None or models.empty or "learned" not in models:
+        return None
+    judged = models[models["learned"].astype(str) != ""]
+    failed = judged[judged["learned"].astype(str) == "no"]
+    if failed.empty:
+        return None
+    names = ", ".join(f"{r['model']} ({r['learned_text'].removeprefix('no (').rstrip(')')})"
+                      for _, r in failed.iterrows())
+    return (f"Not learned: {len(failed)} of {len(judged)} models did no better than a context-free guess "
+            f"(LM: val ppl not under {LEARNED_PPL_RATIO} x the unigram perplexity; copy: recall within chance's "
+            f"95% bound): "
+            f"{names}. Their quality figures compare untrained models, and the claims check does not judge "
+            "quality on them; train longer (train.steps) or tune train.lr before reading the quality columns.")
+
+
 def build_content(data: SweepData, tables: list[Table], figures: list[ReportFigure], baseline: str | None,
-                  generated: str) -> ReportContent:
-    """Gather the report's text from the sweep records (see the module docstring)."""
+                  generated: str, models: pd.DataFrame | None = None) -> ReportContent:
+    """Gather the report's text from the sweep records (see the module docstring); ``models``
+    (``tables.model_frame``) for the note on models that learned nothing."""
     runs, meta = data.runs, data.meta
     env = meta.get("env") or {}
     commit = env.get("git_commit") or next((e.get("git_commit") for e in data.envs.values() if e.get("git_commit")), None)
@@ -168,6 +186,9 @@ def build_content(data: SweepData, tables: list[Table], figures: list[ReportFigu
     if len(optimal):
         notes.append(f"Synthetic corpus: the optimal (entropy-rate) perplexity is {optimal.mean():.4g}; "
                      "no model can do better on average.")
+    unlearned = _unlearned_note(models)
+    if unlearned:
+        notes.append(unlearned)
     return ReportContent(title=f"deqbench report: {data.name}", facts=facts, counts=counts, baseline=baseline,
                          tables=tables, figures=figures, failed=_failed_table(runs),
                          unfinished=_unfinished_table(runs), env=_env_rows(env), run_env=run_env,

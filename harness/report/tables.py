@@ -7,7 +7,9 @@
   and ``quality_verdict``: better / worse / no measurable difference); the columns relative
   to the baseline: ``activation_saved_pct`` and
   ``peak_mem_saved_pct`` (100 * (1 - model / baseline), so positive means less memory)
-  and ``slowdown_x`` (step time / baseline step time).
+  and ``slowdown_x`` (step time / baseline step time); whether the model learned anything
+  (``learned``: yes / no / "" where the run did not record its reference, and
+  ``learned_text``, :func:`learned_verdict`).
 - :func:`summary_frame`: the per-run ``summary.csv`` (every summary field, grid axes,
   spec columns, and the relative columns against the run's baseline model).
 - :func:`display_tables`: :class:`Table` objects in human units for HTML and Markdown.
@@ -141,9 +143,47 @@ def model_frame(data: SweepData, baseline: str | None = None) -> pd.DataFrame:
         means = {m: row[f"{m}_mean"] for m in ("activation_bytes", "peak_mem_bytes", "step_time_s")}
         relative.append(_relative(means, base))
         relative[-1].update(_quality_difference(row, base))
-    for key in ("baseline_model", *RELATIVE_FIELDS, *QUALITY_DIFF_FIELDS):
-        frame[key] = [r[key] for r in relative]
-    return frame
+    added = {key: [r[key] for r in relative] for key in ("baseline_model", *RELATIVE_FIELDS, *QUALITY_DIFF_FIELDS)}
+    verdicts = [learned_verdict(row) for _, row in frame.iterrows()]
+    added["learned"] = [v for v, _ in verdicts]
+    added["learned_text"] = [t for _, t in verdicts]
+    return pd.concat([frame, pd.DataFrame(added, index=frame.index)], axis=1)  # one block, not one per column
+
+
+# A language model has learned from context when its validation perplexity is below this
+# fraction of the context-free (unigram) perplexity; copy memory, when its recall accuracy is
+# above chance by more than the 95% binomial bound of a guesser over as many digits.
+LEARNED_PPL_RATIO = 0.9
+LEARNED_Z = 1.96
+
+
+def learned_verdict(row: pd.Series) -> tuple[str, str]:
+    """("yes" / "no" / "", text) for one model: did it learn anything beyond a context-free
+    guess? LM: mean val ppl against the recorded ``unigram_ppl``; copy: mean val acc against
+    ``chance_acc`` + 1.96 x its standard error over the seeds' recalled digits (``val_tokens``).
+    "" where the runs recorded no reference (sweeps from before it existed)."""
+    def mean(name: str) -> float:
+        value = row.get(f"{name}_mean")
+        return math.nan if is_missing(value) else float(value)
+
+    task = str(row.get("task"))
+    if task == "lm":
+        ppl, unigram = mean("val_ppl"), mean("unigram_ppl")
+        if not (math.isfinite(unigram) and unigram > 0) or math.isnan(ppl):
+            return "", ""
+        ratio = ppl / unigram
+        learned = ratio < LEARNED_PPL_RATIO
+        return ("yes" if learned else "no"), f"{'yes' if learned else 'no'} ({ratio:.2g}\u00d7 unigram)"
+    if task == "copy":
+        acc, chance, tokens = mean("val_acc"), mean("chance_acc"), mean("val_tokens")
+        if not (math.isfinite(chance) and 0 < chance < 1 and math.isfinite(tokens) and tokens > 0) or math.isnan(acc):
+            return "", ""
+        n_digits = tokens * max(1, int(row.get("val_acc_n") or 1))
+        bound = chance + LEARNED_Z * math.sqrt(chance * (1 - chance) / n_digits)
+        learned = acc > bound
+        sign = ">" if learned else "\u2264"
+        return ("yes" if learned else "no"), f"{'yes' if learned else 'no'} ({100 * acc:.3g}% {sign} {100 * bound:.3g}%)"
+    return "", ""
 
 
 # The figure a model's quality is judged by, per task, and whether higher is better.
@@ -214,6 +254,10 @@ SOLVER_COLUMNS = [
     Column("bwd res.", "bwd_res_mean", "sci", "adjoint solver residual"),
     Column("rho(J)", "spectral_radius", "plain", "spectral radius of the cell's Jacobian at the equilibrium, at the end"),
 ]
+LEARNED = Column("learned", "learned_text", "text",
+                 f"did the model learn beyond a context-free guess? LM: val ppl under {LEARNED_PPL_RATIO} x "
+                 "the unigram perplexity (the training split's word frequencies); copy: val acc above "
+                 "chance (12.5%) by more than the 95% binomial bound over its recalled digits")
 VS_BASELINE = Column("vs baseline", "quality_diff", "text",
                      "quality minus the baseline model's (val ppl: lower is better; val acc: higher), "
                      "95% Welch t-interval over seeds")
@@ -236,6 +280,8 @@ def _cell(row: pd.Series, col: Column) -> str:
         return format_value(row[col.field], col.kind)
     if col.field == "quality_diff":
         return _difference_cell(row)
+    if col.field == "learned_text":
+        return str(row.get("learned_text") or "") or EM_DASH
     return format_stat(row[f"{col.field}_mean"], row[f"{col.field}_ci95"], col.kind, int(row[f"{col.field}_n"]))
 
 
@@ -278,6 +324,18 @@ def display_tables(models: pd.DataFrame, baseline: str | None) -> list[Table]:
     return tables
 
 
+def _learned_caption(models: pd.DataFrame) -> str:
+    tasks = set(models["task"].astype(str))
+    parts = []
+    if "lm" in tasks:
+        parts.append(f"val ppl under {LEARNED_PPL_RATIO} x the unigram perplexity (the training split's word "
+                     "frequencies: the best guess without context), the ratio in brackets")
+    if "copy" in tasks:
+        parts.append("recall above the 95% binomial bound of a guesser (chance 12.5%) over the recalled digits, "
+                     "the bound in brackets")
+    return "whether the model beat a context-free guess: " + "; ".join(parts) + "."
+
+
 def _task_tables(models: pd.DataFrame, baseline: str | None, suffix: str) -> list[Table]:
     tables = []
     cost = [c for c in COST_COLUMNS if c.field in RELATIVE_FIELDS or _has(models, c.field)]
@@ -298,6 +356,8 @@ def _task_tables(models: pd.DataFrame, baseline: str | None, suffix: str) -> lis
     solver = [c for c in SOLVER_COLUMNS if _has(models, c.field)]
     if not _has(models, "fwd_rel_res_mean") and _has(models, "fwd_abs_res_mean"):  # only the absolute one measured
         solver.insert(min(1, len(solver)), FWD_ABS_RESIDUAL)
+    if quality and (models["learned"].astype(str) != "").any():
+        quality = quality + [LEARNED]
     if quality and (models["quality_verdict"].astype(str) != "").any():
         quality = quality + [VS_BASELINE]
     if quality or solver:
@@ -307,5 +367,6 @@ def _task_tables(models: pd.DataFrame, baseline: str | None, suffix: str) -> lis
             "strategies). Mean \u00b1 half-width of the 95% t-interval over seeds. 'vs baseline': the "
             f"model's {'/'.join(m for m, _ in QUALITY_METRIC.values())} minus the baseline model's, with "
             "Welch's 95% t-interval; where it covers zero the report says 'no measurable difference' "
-            "instead of ranking.", models, quality + solver))
+            "instead of ranking." + (" 'learned': " + _learned_caption(models) if LEARNED in quality else ""),
+            models, quality + solver))
     return tables

@@ -324,7 +324,8 @@ class Trainer:
             **times.figures(),
             "tokens_per_s": self.tokens_per_step / step_time if step_time > 0 else None,
             "wall_time_s": wall, "steps": self.cfg.steps, "train_loss": self.last_loss,
-            "optimal_ppl": self.work.optimal_ppl,
+            "optimal_ppl": self.work.optimal_ppl, "unigram_ppl": self.work.unigram_ppl,
+            "chance_acc": self.work.chance_acc,
         }
 
     def _spectral_radius(self) -> dict[str, float]:

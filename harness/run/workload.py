@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from harness.data import CopyMemory, LMBatches, load_corpus
+from harness.data.copy_memory import CHANCE_ACC
 from harness.run.measure import now
 from harness.run.spec import RunSpec
 
@@ -27,10 +28,13 @@ class Workload:
         self.rank, self.world_size, self.device = rank, world_size, device
         self.batch_size = int(self.train_cfg.batch_size)
         self.optimal_ppl: float | None = None
+        self.unigram_ppl: float | None = None  # lm: the context-free reference (Corpus.unigram_ppl)
+        self.chance_acc: float | None = None   # copy: a guesser's recall accuracy
         if self.task == "lm":
             corpus = load_corpus(self.data.dataset, self.data.data_dir)
             self.vocab_size = len(corpus.vocab)
             self.optimal_ppl = corpus.optimal_ppl
+            self.unigram_ppl = corpus.unigram_ppl("valid")
             self.splits = {name: getattr(corpus, name) for name in ("train", "valid", "test")}
             self.train_batches = self._lm_batches("train")
             self.tokens_per_batch = self.batch_size * int(self.data.seq_len)
@@ -42,6 +46,7 @@ class Workload:
                          "test": CopyMemory(blank, n_digits=digits, seed=20_000 + seed)}
             self.vocab_size = self.copy["train"].vocab_size
             self.n_digits = digits
+            self.chance_acc = CHANCE_ACC
             self.tokens_per_batch = self.batch_size * self.copy["train"].seq_len
 
     def _lm_batches(self, split: str) -> LMBatches:
@@ -120,8 +125,10 @@ class Workload:
 
     def evaluate(self, engine, split: str, max_batches: int | None = None,
                  timings: list[float] | None = None) -> dict[str, float]:
-        """Loss and perplexity (LM) or loss and recalled-digit accuracy (copy) on ``split``;
-        ``timings`` (if given) receives each batch's forward time, device synchronised."""
+        """Loss and perplexity (LM) or loss and recalled-digit accuracy (copy) on ``split``, and
+        ``tokens``: how many target tokens (LM) or recalled digits (copy) they average over, all
+        ranks together; ``timings`` (if given) receives each batch's forward time, device
+        synchronised."""
         engine.eval()
         clock = _Clock(self.device, timings)
         nll = torch.zeros(3, dtype=torch.float64, device=self.device)  # nll, tokens, correct
@@ -151,9 +158,9 @@ class Workload:
         engine.train()
         loss = float(nll[0] / nll[1]) if nll[1] > 0 else float("nan")
         if self.task == "lm":
-            return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else float("inf")}
+            return {"loss": loss, "ppl": math.exp(loss) if loss < 700 else float("inf"), "tokens": int(nll[1])}
         recalled = n * self.batch_size * self.n_digits * self.world_size
-        return {"loss": loss, "acc": float(nll[2]) / recalled}
+        return {"loss": loss, "acc": float(nll[2]) / recalled, "tokens": recalled}
 
 
 class _Clock:
