@@ -22,8 +22,8 @@ Modules: config (validation), layers, cells, depth (weight_tied, checkpointed,
 explicit), deq, ode (neural_ode), heads, model (DepthModel, ModelOutput), build
 (registries, build_model), memory (activation_bytes; ``python -m models.memory``).
 """
-from .build import CELLS, HEADS, STRATEGIES, build_model, depth_size, head_name, parse_config, register_cell, \
-    register_head, register_strategy
+from .build import CELLS, HEADS, STRATEGIES, build_model, depth_option_default, depth_size, head_name, parse_config, \
+    register_cell, register_head, register_strategy
 from .cells import Cell
 from .config import TASKS, DepthOptions, ModelConfig
 from .depth import DepthResult, DepthStrategy
@@ -31,7 +31,7 @@ from .heads import Head, HeadOutput
 from .model import DepthModel, ModelOutput
 
 __all__ = [
-    "CELLS", "HEADS", "STRATEGIES", "TASKS", "build_model", "depth_size", "parse_config", "head_name",
+    "CELLS", "HEADS", "STRATEGIES", "TASKS", "build_model", "depth_size", "depth_option_default", "parse_config", "head_name",
     "register_cell", "register_head", "register_strategy", "Cell", "DepthOptions", "ModelConfig",
     "DepthResult", "DepthStrategy", "Head", "HeadOutput", "DepthModel", "ModelOutput",
 ]

@@ -75,6 +75,22 @@ def depth_size(depth: Any) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def depth_option_default(kind: Any, key: str) -> Any:
+    """The default of option ``key`` of the depth strategy ``kind`` (what a depth block that
+    leaves ``key`` out gets); None for an unknown strategy or option."""
+    if not isinstance(kind, str) or kind not in STRATEGIES:
+        return None
+    found = next((f for f in dataclasses.fields(STRATEGIES[kind].Options) if f.name == key), None)
+    if found is None:
+        return None
+    if found.default is not dataclasses.MISSING:
+        return found.default
+    if found.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = found.default_factory()  # type: ignore[misc]
+        return dict(value) if isinstance(value, dict) else value
+    return None
+
+
 def head_name(cfg: ModelConfig) -> str:
     """Which head a config uses: ``cfg.head`` if set, else "copy" for task copy,
     "adaptive_softmax" when adaptive_softmax is set, else "softmax"."""

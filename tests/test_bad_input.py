@@ -296,7 +296,7 @@ def test_yaml_that_builds_python_objects_is_refused_and_not_run(tmp_path: Path, 
     marker = tmp_path / "pwned"
     tag = f'!!python/object/apply:os.system ["touch {marker}"]'
     text = (f"name: {tag}\n" if where == "top"
-            else QUICKSTART.read_text(encoding="utf-8").replace("steps: 40", f"steps: {tag}"))
+            else QUICKSTART.read_text(encoding="utf-8").replace("steps: 1000", f"steps: {tag}"))
     assert tag in text
     job = write_job(tmp_path, text=text)
     assert_rejected(*run_cli(job), tmp_path, job, "", "python/object/apply:os.system", "not allowed")

@@ -13,6 +13,8 @@ in one place and written to a temporary folder, so a test shows exactly what one
 """
 from __future__ import annotations
 
+import json
+
 import copy
 import os
 import shutil
@@ -71,7 +73,7 @@ def test_grid_is_the_product_of_its_axes(tmp_path: Path, quickstart: dict) -> No
     runs = expand(tmp_path, quickstart)
     assert len(runs) == n_cases * n_depths * 3 * 2
     # every combination appears exactly once
-    combos = {(r.task, r.model["depth"]["kind"], r.train.seed, r.train.lr) for r in runs}
+    combos = {(r.task, json.dumps(r.model["depth"], sort_keys=True), r.train.seed, r.train.lr) for r in runs}
     assert len(combos) == len(runs)
 
 

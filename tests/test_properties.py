@@ -323,7 +323,7 @@ def test_unmutated_shipped_jobs_are_accepted(tmp_path: Path) -> None:
 # A fixed sample for the real command line: the first seeded mutant (seeds 0, 1, ...) of each
 # outcome: accepted, and rejected by each stage in turn (7 files, 13 runs of the command).
 STAGES = ("accepted", "yaml", "structure", "grid point", "model", "deepspeed", "data")
-MAX_SEEDS = 500
+MAX_SEEDS = 3000
 
 
 def _stage(message: str | None, path: Path) -> str:

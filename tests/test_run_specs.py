@@ -79,7 +79,7 @@ def test_dry_run_with_set_from_another_folder(tmp_path):
                            "--set", "grid.seed=[0, 1]", "--set", "model.d_model=48"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("20 runs:") and "d_model=48" in proc.stdout
+    assert proc.stdout.startswith("24 runs:") and "d_model=48" in proc.stdout  # 2 cases x 6 depths x 2 seeds
     bad = subprocess.run([sys.executable, "-m", "harness.submit", str(QUICKSTART), "--dry-run",
                           "--set", "train.lr=fast"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=120)

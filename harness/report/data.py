@@ -148,16 +148,62 @@ def _label_value(value: Any) -> str:
     return str(value)
 
 
+DEPTH_AXIS = "grid.model.depth"
+
+
 def field_label(field: str, value: Any) -> str:
-    """One part of a model label: ``depth 8``, ``task=copy``, ``cases=lm``."""
+    """One part of a model label: ``depth 8``, ``task=copy``, ``cases=lm``, ``grad=phantom``
+    (an option of the ``model.depth`` axis's blocks)."""
     text = _label_value(value)
-    return f"depth {text}" if field == "depth" else f"{field.removeprefix('grid.')}={text}"
+    if field == "depth":
+        return f"depth {text}"
+    if field.startswith(DEPTH_AXIS + "."):
+        return f"{field[len(DEPTH_AXIS) + 1:]}={text}"
+    return f"{field.removeprefix('grid.')}={text}"
 
 
-def _model_labels(runs: pd.DataFrame, group_fields: tuple[str, ...]) -> tuple[list[str], tuple[str, ...]]:
+def _as_dict(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _expand_block_axes(runs: pd.DataFrame, axes: list[str]) -> tuple[list[str], list[str]]:
+    """Grid axes whose values are blocks (mappings without a ``label``, like ``model.depth``)
+    opened into one column per key, ``<axis>.<key>``, added to ``runs``, so a label can name
+    the one option that tells two models apart (``grad=phantom``) instead of the whole block.
+    A depth block's missing options read as their defaults (``models.depth_option_default``).
+    Returns (axes kept whole, the added columns)."""
+    from models import depth_option_default
+
+    whole, opened = [], []
+    for axis in axes:
+        values = [_as_dict(v) for v in runs[axis]]
+        blocks = [v for v in values if isinstance(v, dict)]
+        if not blocks or any("label" in b for b in blocks) or len(blocks) < len(values):
+            whole.append(axis)
+            continue
+        for key in sorted({k for b in blocks for k in b}):
+            column = f"{axis}.{key}"
+            if column in runs.columns:
+                continue
+            filled = [v[key] if key in v else (depth_option_default(v.get("kind", s), key) if axis == DEPTH_AXIS
+                                              else None) for v, s in zip(values, runs["strategy"])]
+            runs[column] = pd.Series([_hashable(x) for x in filled], index=runs.index, dtype=object)
+            opened.append(column)
+    return whole, opened
+
+
+def _model_labels(runs: pd.DataFrame, group_fields: tuple[str, ...],
+                  own: frozenset[str] = frozenset()) -> tuple[list[str], tuple[str, ...]]:
     """One short, unique label per model: the strategy, then only the settings needed to tell
     models apart, tried in the order depth, task, dataset, cell, other grid axes
-    (e.g. "deq, depth 8" or "deq, task=copy").
+    (e.g. "deq, depth 8" or "deq, task=copy"). A field in ``own`` (an option of a block
+    axis) is named only in the labels of models it tells apart from another model of their
+    strategy ("deq, task=lm, grad=phantom", but plain "explicit, task=lm").
 
     Also returns the label fields other than depth (``extra_fields``): a model's series in
     the memory-against-depth figure is its strategy plus these.
@@ -176,8 +222,15 @@ def _model_labels(runs: pd.DataFrame, group_fields: tuple[str, ...]) -> tuple[li
         if any(len(v) > 1 for v in values.values()):  # the field tells tied models apart
             chosen.append(field)
             partial = {m: partial[m] + (m[index[field]],) for m in models}
-    labels = [", ".join([str(k[index["strategy"]])] + [field_label(f, k[index[f]]) for f in chosen]) for k in keys]
-    return labels, tuple(f for f in chosen if f != "depth")
+    by_model = {}
+    for m in models:
+        parts, agree = [str(m[index["strategy"]])], [o for o in models if o[index["strategy"]] == m[index["strategy"]]]
+        for f in chosen:
+            if f not in own or len({o[index[f]] for o in agree}) > 1:
+                parts.append(field_label(f, m[index[f]]))
+            agree = [o for o in agree if o[index[f]] == m[index[f]]]
+        by_model[m] = ", ".join(parts)
+    return [by_model[k] for k in keys], tuple(f for f in chosen if f != "depth")
 
 
 def load_report_data(sweep_dir: str | Path) -> SweepData:
@@ -194,7 +247,9 @@ def load_report_data(sweep_dir: str | Path) -> SweepData:
     runs = _derive_columns(runs)
     grid_axes = sorted(c for c in runs.columns if c.startswith("grid.") and not is_seed_axis(c[5:]))
     group_fields = ("strategy", "depth", "task", "dataset", "cell", *grid_axes)
-    labels, extra_fields = _model_labels(runs, group_fields) if len(runs) else ([], ())
+    whole, opened = _expand_block_axes(runs, grid_axes) if len(runs) else (grid_axes, [])
+    label_fields = ("strategy", "depth", "task", "dataset", "cell", *whole, *opened)
+    labels, extra_fields = _model_labels(runs, label_fields, frozenset(opened)) if len(runs) else ([], ())
     runs["model"] = pd.Series(labels, index=runs.index, dtype=object)
     runs["model_key"] = [json.dumps([_hashable(row[f]) for f in group_fields], default=str)
                          for _, row in runs.iterrows()]
