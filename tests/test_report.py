@@ -344,3 +344,27 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
     deq_red = ((abs(pixels[..., 0] - 0xD6 / 255) < 0.03) & (abs(pixels[..., 1] - 0x27 / 255) < 0.03)
                & (abs(pixels[..., 2] - 0x28 / 255) < 0.03))
     assert deq_red.sum() > 100  # the memory figure is drawn (DEQ's line), not a broken image
+
+
+def test_labels_name_the_one_depth_option_that_tells_models_apart():
+    """Two DEQ entries that differ in grad are 'deq, grad=ift' and 'deq, grad=phantom' (the
+    option a block leaves out reads as its default), not the whole block; a strategy with one
+    entry keeps its plain name."""
+    import json as _json
+
+    import pandas as pd
+
+    from harness.report.data import _expand_block_axes, _model_labels
+
+    blocks = [{"kind": "deq", "max_iter": 12}, {"kind": "deq", "max_iter": 12, "grad": "phantom", "grad_steps": 5},
+              {"kind": "explicit", "layers": 4}]
+    runs = pd.DataFrame({"strategy": ["deq", "deq", "explicit"], "depth": [12, 12, 4], "task": ["lm"] * 3,
+                         "dataset": ["synthetic"] * 3, "cell": ["transformer"] * 3,
+                         "grid.model.depth": [_json.dumps(b) for b in blocks]})
+    whole, opened = _expand_block_axes(runs, ["grid.model.depth"])
+    assert whole == [] and "grid.model.depth.grad" in opened and list(runs["grid.model.depth.grad"]) == \
+        ["ift", "phantom", None]
+    fields = ("strategy", "depth", "task", "dataset", "cell", *opened)
+    labels, extra = _model_labels(runs, fields, frozenset(opened))
+    assert labels == ["deq, grad=ift", "deq, grad=phantom", "explicit"]
+    assert extra == ("grid.model.depth.grad",)
