@@ -192,6 +192,26 @@ def open_sweep(results_root: Path, job, text: str, runs: list[RunSpec], job_file
     return store
 
 
+def _import_driver_modules() -> None:
+    """Import, before Ray starts, every harness module the driver needs later.
+
+    Under ``ray job submit --working-dir`` the driver runs from Ray's unpacked copy of the
+    working directory, and Ray installs the job's runtime env on every node as the job's
+    driver connects (``eager_install``). Nodes that share one machine share that folder, and
+    each installs with ``overwrite=True``: it removes the folder and unpacks it again. A module
+    first imported in that window is not found (seen in tests/test_cluster.py: "No module
+    named 'harness.sweep.launch'" about one job in two). Modules already imported do not
+    care, so the driver imports them all here."""
+    import harness.data  # noqa: F401
+    import harness.data.synthetic_corpus  # noqa: F401
+    import harness.report  # noqa: F401
+    import harness.report.timeline  # noqa: F401
+    import harness.run.envinfo  # noqa: F401
+    import harness.sweep.checks  # noqa: F401
+    import harness.sweep.launch  # noqa: F401
+    import harness.watch.progress  # noqa: F401
+
+
 def start_ray(args: argparse.Namespace):
     """Join ``--address`` or start an embedded single-node Ray bound to 127.0.0.1.
 
@@ -326,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         from harness.run.dsops import prebuild_cpu_ops
 
         prebuild_cpu_ops()
+        _import_driver_modules()
         ray = start_ray(args)
         try:
             from harness.sweep.checks import check_resources
