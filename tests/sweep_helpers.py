@@ -81,11 +81,22 @@ def submit(job: Path, tmp: Path, *args: str, env: dict | None = None, timeout: f
                 "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
                                                        str(REPO / ".cache" / "torch_extensions")),
                 **(env or {})}
-    if not wait:
+    if not wait:  # a sweep a test signals (Ctrl-C is SIGINT to the whole group)
         return subprocess.Popen(cmd, cwd=tmp if relative else REPO, env=full_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                preexec_fn=_default_sigint)
     return subprocess.run(cmd, cwd=tmp if relative else REPO, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _default_sigint() -> None:
+    """SIGINT as a terminal's process would have it. A suite started in the background by a
+    non-interactive shell (``make test &``) inherits SIGINT *ignored*, and a Python started
+    with SIGINT ignored never raises KeyboardInterrupt: the Ctrl-C test would see a sweep
+    that ignores Ctrl-C, which is the shell's doing, not the sweep's."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_json(path: Path) -> dict:
