@@ -134,13 +134,19 @@ def _derive_columns(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
-def _label_value(value: Any) -> str:
-    """A grouping value for a label: integral floats as ints, grid cases by their ``label``."""
+def _parsed(value: Any) -> Any:
+    """A grid value as written: a mapping or list the records hold as JSON text, parsed."""
     if isinstance(value, str) and value.startswith(("{", "[")):
         try:
-            value = json.loads(value)
+            return json.loads(value)
         except ValueError:
             pass
+    return value
+
+
+def _label_value(value: Any) -> str:
+    """A grouping value for a label: integral floats as ints, grid cases by their ``label``."""
+    value = _parsed(value)
     if isinstance(value, dict):
         return str(value.get("label") or " ".join(f"{k}={_label_value(v)}" for k, v in value.items()))
     if isinstance(value, float) and value.is_integer():
@@ -162,15 +168,6 @@ def field_label(field: str, value: Any) -> str:
     return f"{field.removeprefix('grid.')}={text}"
 
 
-def _as_dict(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith("{"):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
 def _expand_block_axes(runs: pd.DataFrame, axes: list[str]) -> tuple[list[str], list[str]]:
     """Grid axes whose values are blocks (mappings without a ``label``, like ``model.depth``)
     opened into one column per key, ``<axis>.<key>``, added to ``runs``, so a label can name
@@ -181,7 +178,7 @@ def _expand_block_axes(runs: pd.DataFrame, axes: list[str]) -> tuple[list[str], 
 
     whole, opened = [], []
     for axis in axes:
-        values = [_as_dict(v) for v in runs[axis]]
+        values = [_parsed(v) for v in runs[axis]]
         blocks = [v for v in values if isinstance(v, dict)]
         if not blocks or any("label" in b for b in blocks) or len(blocks) < len(values):
             whole.append(axis)

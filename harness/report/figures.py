@@ -425,7 +425,7 @@ def equilibrium(data: SweepData, models: pd.DataFrame, colours: dict[str, str]) 
     ax_l.set_xlabel("layer")
     for ax in (ax_s, ax_l):
         ax.set_yscale("log")
-    drawn = [(model, found) for model, found in deq + stacks[:MAX_ANALYSED_MODELS]]
+    drawn = deq + stacks[:MAX_ANALYSED_MODELS]
     early = sorted({f"{model['model']} at step {a.get('step', '?')} of {a.get('steps', '?')}"
                     for model, found in drawn for a in found if a.get("source") == "checkpoint"})
     when = ("The trained cells after training" if not early else

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from harness.records import RunRecord
+from harness.run.session import describe_exception
 from harness.run.spec import RunSpec
 
 MODEL_STATES = "mp_rank_00_model_states.pt"  # DeepSpeed's file of the full module weights
@@ -65,9 +66,8 @@ def _analyze(record: RunRecord, raw: dict, name: str, *, force: bool, device: to
     try:
         spec = RunSpec.from_json(raw)
     except ValueError as exc:
-        first = str(exc).splitlines()
         raise AnalyzeError(f"{record.dir / 'spec.json'}: not a spec this version reads "
-                           f"({first[0] if first else type(exc).__name__})") from None
+                           f"({describe_exception(exc)})") from None
     existing = record.read_analysis()
     if existing and existing.get("source", "end of training") != "checkpoint":
         return Outcome(run_id, name, "skipped", "has the analysis written at the end of training")
@@ -92,13 +92,13 @@ def _analyze(record: RunRecord, raw: dict, name: str, *, force: bool, device: to
     try:
         work = Workload(spec, rank=0, world_size=spec.resources.workers, device=device)
     except (OSError, ValueError, DataError) as exc:
-        raise AnalyzeError(f"the run's data cannot be read: {_one_line(exc)}") from None
+        raise AnalyzeError(f"the run's data cannot be read: {describe_exception(exc)}") from None
     model = work.build_model().to(device)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
         raise AnalyzeError(f"{checkpoint}: its weights do not fit the model its spec builds "
-                           f"({_one_line(exc)})") from None
+                           f"({describe_exception(exc)})") from None
     with torch.no_grad():
         result = work.analysis(model, step=step, source="checkpoint")
     if result is None:
@@ -117,7 +117,7 @@ def _load_weights(checkpoint: Path) -> tuple[dict[str, torch.Tensor], int]:
     try:
         states = load_checkpoint_file(path, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 (torn, truncated or foreign: refused in one line)
-        raise AnalyzeError(f"{path}: unreadable checkpoint ({_one_line(exc)})") from None
+        raise AnalyzeError(f"{path}: unreadable checkpoint ({describe_exception(exc)})") from None
     module, step = states.get("module") if isinstance(states, dict) else None, None
     if isinstance(states, dict):
         step = states.get("step", states.get("global_steps"))
@@ -125,8 +125,3 @@ def _load_weights(checkpoint: Path) -> tuple[dict[str, torch.Tensor], int]:
         raise AnalyzeError(f"{path}: no module weights and step in it")
     return module, step
 
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= 300 else line[:297] + "..."
