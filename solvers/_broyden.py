@@ -23,13 +23,22 @@ torchdeq's (tested).
 Cost per iteration outside f: the large passes z + s, z - f(z) (into the buffer),
 ||f(z)||, the reduction (it also yields F^T F, whose root is the residual norm) and the
 combination; ``python -m solvers.bench`` times them alone as the floor. The work on the
-small per-sample matrices is done on the host, in float64 NumPy, from one read of the
+small per-sample matrices is done on the host, in float64, from one read of the
 reduction's result per iteration (the one host sync the stop test needs anyway; on a GPU
-one small copy each way): a dozen tiny torch operations would cost more on a CPU, and
-as many kernel launches on a GPU. (I - L)^{-1} is kept whole and grown by one row per
-factor, so y = (I - L)^{-1} S^T F is one small matrix product. On CUDA the reduction
-splits each sample into chunks (``reduction_chunks``), and both products run in full
-float32 even where the user allows TF32 for f (``exact_products``).
+one small copy each way): a dozen tiny torch operations would cost more on a CPU, and as
+many kernel launches on a GPU. diag(beta) (I - L)^{-1} is kept whole, with its columns
+placed by the buffer row of their step, and grown by one row per factor, so
+beta * (I - L)^{-1} S^T F, whose entries are the combination's weights, is one small
+matrix product with the reduction's result as it comes. On a CPU that host work is what the solve costs
+beyond the floor, and it costs more than it does alone: after f, whose kernels have run
+through the caches, each NumPy call was measured at 3-12 us instead of about 1, and a
+dozen of them (65-75 us) between two f evaluations made the next f slower by about as
+much again (40-80 us; the same work in torch: 150-160 us, and f 170-330 us slower). So
+the host work is a few NumPy calls per iteration (two small products and the writes
+around them), and the per-sample scalar steps are plain Python over the B samples, which
+measured cheaper there. On CUDA the reduction splits each sample into chunks
+(``reduction_chunks``), and both products run in full float32 even where the user allows
+TF32 for f (``exact_products``).
 
 Per sample: its own steps, small matrices and factors; samples that converged (or met
 non-finite values) take zero steps from then on. An update whose denominator
@@ -62,6 +71,7 @@ the policy plays no part.
 """
 from __future__ import annotations
 
+from math import sqrt
 from typing import Callable
 
 import numpy as np
@@ -99,6 +109,14 @@ def pair_products(pair: Tensor, stored: Tensor, chunks: int = 1) -> Tensor:
     left = pair.view(2, batch, chunks, part).permute(1, 2, 0, 3).reshape(batch * chunks, 2, part)  # a view
     right = stored.view(rows, batch, chunks, part).permute(1, 2, 3, 0).reshape(batch * chunks, part, rows)
     return torch.bmm(left, right).view(batch, chunks, 2, rows).sum(dim=1)
+
+
+def _first_step(out: Tensor, F: Tensor, tracker: IterateTracker) -> None:
+    """out = -F (the step of H = I) for the active samples, 0 for the others."""
+    if tracker.n_active == tracker.batch:
+        torch.neg(F, out=out)
+    else:
+        torch.mul(F, -tracker.active_mask.to(F.dtype)[:, None], out=out)
 
 
 def broyden(f: Callable[[Tensor], Tensor], z0: Tensor, *, max_iter: int = 50, tol: float = 1e-3,
@@ -144,26 +162,32 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
         return tracker.result(shape)
     if tracker.failed_rows:  # non-finite already at z0: F = 0 keeps those rows finite
         F.index_fill_(0, tracker.rows(tracker.failed_rows), 0.0)
-    buf[0] = F * -tracker.active_mask.to(z.dtype)[:, None]  # s_0 = -H0 F = f(z0) - z0 (zero for converged samples)
+    _first_step(buf[0], F, tracker)  # s_0 = -H0 F = f(z0) - z0 (zero for converged samples)
     order = [0]  # rows of the steps, chronological
     wrapped = False  # "drop_oldest" only: the ring is full
     restarting = False  # "restart" only: this iteration starts a new cycle (its step is -F)
 
     # The small per-sample matrices live on the host, in float64 (see the module docstring):
-    # beta_j of factor j and inverse = (I - L)^{-1}, chronological (index 0: oldest factor
-    # kept), L_ij = beta_j s_i^T s_{j+1} (j < i). (I - L) M = I gives row n of M as e_n + L_n M,
-    # so it grows by one row per factor; dropping the oldest factor keeps the trailing block.
-    # A restart needs no reset: row n of the inverse and beta_n are written before they are read.
-    inverse = np.zeros((batch, capacity, capacity))  # (B, C, C)
-    inverse[:, range(capacity), range(capacity)] = 1.0
-    beta = np.zeros((batch, capacity))  # (B, C)
-    weight_dtype = np.float64 if z.dtype == torch.float64 else np.float32
+    # scaled = diag(beta) (I - L)^{-1}, L_ij = beta_j s_i^T s_{j+1} (j < i), rows chronological
+    # (row 0: oldest factor kept), columns placed by the buffer row of their step (column 0: s_0,
+    # column k + 1: s_k; column 1, F's row, all zero). Then u = scaled S^T F = beta * y, with
+    # y = (I - L)^{-1} S^T F, is one product with the reduction's row of F as it comes (F^T F
+    # meets the zero column), and gives the combination's weights as they are. (I - L) M = I gives
+    # row n of M as e_n + L_n M, so row n of scaled is beta_n (e_n + sum_j (s_n^T s_{j+1}) scaled_j):
+    # it grows by one row per factor, written whole before it is read (a restart needs no reset);
+    # dropping the oldest factor keeps the trailing rows and clears the column of its step's row.
+    scaled = np.zeros((batch, capacity, capacity + 1))  # (B, C, C + 1)
+    u_after_one = np.ones((batch, capacity + 1))  # (B, C + 1): 1, then u (written each iteration)
     skip_below = float(torch.finfo(z.dtype).eps) ** 0.5
     tiny = float(torch.finfo(z.dtype).tiny)
     on_cpu = z.device.type == "cpu"
+    # The combination weights, by buffer row: on a CPU written in place through a NumPy view of
+    # the tensor the product reads; elsewhere copied to the device each iteration.
+    mix = torch.zeros(batch, 1, capacity + 1, dtype=z.dtype)  # (B, 1, C + 1)
+    weights = mix.numpy()
+    if not on_cpu:
+        mix_device = torch.empty_like(mix, device=z.device)
     chunks = reduction_chunks(dim, z.device)
-    active, seen_active = np.array(tracker.active), tracker.n_active
-    all_active = seen_active == batch
     exact = exact_products(z.device)  # full float32 products on CUDA; a no-op on a CPU
     with np.errstate(all="ignore"):  # stopped samples may carry inf/NaN in the small math; never used
         while True:
@@ -174,86 +198,91 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
             torch.sub(z_next, fz, out=F)
             fz_norm = torch.linalg.vector_norm(fz, dim=1)  # (B,)
             # Reduction pass: rows [F, s_n] against rows 0..n+1 (all rows once the ring is full).
-            stored = buf if wrapped else buf[:newest + 2]  # (rows, B, D)
+            cols = capacity + 1 if wrapped else newest + 2  # buffer rows in use
             # rows F and s_n, a strided view; with s_n in row 0, rows [s_n, F], read back swapped
             pair = buf[1:last + 1:last - 1] if last > 1 else buf[0:2]  # (2, B, D)
             with exact:
-                prods = pair_products(pair, stored, chunks)  # (B, 2, rows)
+                prods = pair_products(pair, buf[:cols], chunks)  # (B, 2, cols)
             if on_cpu:
-                host, fz_host = prods.numpy(), fz_norm.numpy()
+                host, fz_host = prods.numpy(), fz_norm
             else:  # one copy to the host per iteration
                 packed = torch.cat((prods.reshape(-1), fz_norm)).cpu().numpy()
                 host, fz_host = packed[:prods.numel()].reshape(prods.shape), packed[prods.numel():]
-            host = host.astype(np.float64, copy=False)  # (B, 2, rows); one cast for all the small math
-            if last <= 1:
-                host = host[:, ::-1]
-            tracker.record(z_next, np.sqrt(host[:, 0, 1]).tolist(), fz_host.tolist())
+            host = host.astype(np.float64, copy=False)  # (B, 2, cols), by buffer row; one cast for all the small math
+            F_dot, last_dot = (host[:, 0], host[:, 1]) if last > 1 else (host[:, 1], host[:, 0])
+            tracker.record(z_next, [sqrt(x) for x in F_dot[:, 1].tolist()], fz_host.tolist())
             if tracker.nstep >= max_iter or not tracker.any_active:
                 break
-            if tracker.n_active != seen_active:
-                active, seen_active = np.array(tracker.active), tracker.n_active
-                all_active = False
+            all_active = tracker.n_active == batch
             if tracker.failed_rows:  # back to the last finite iterate, frozen; F = 0 keeps it finite
                 z_next = tracker.roll_back_failed(z_next, z)
                 F.index_fill_(0, tracker.rows(tracker.failed_rows), 0.0)
             z = z_next
             if restarting:  # Kelley's restart: no factors, s_0 = -F at this iterate (row 0)
-                buf[0] = F * -tracker.active_mask.to(z.dtype)[:, None]
+                _first_step(buf[0], F, tracker)
                 restarting = False
                 continue
 
-            chosen = host[:, :, order]  # (B, 2, n + 1), chronological
-            s_dot_F, s_dot_last = chosen[:, 0], chosen[:, 1]  # s_i^T F and s_i^T s_n
-            # Row n of L, then of the inverse; y = (I - L)^{-1} S^T F over rows 0..n. With
-            # direction = -H_n F = -F - sum_{j<n} beta_j y_j s_{j+1}, y_n = s_n^T F + L_n y_{:n}
-            # is -s_n^T direction.
-            row = inverse[:, newest, :newest]
-            np.multiply(s_dot_last[:, 1:], beta[:, :newest], out=row)
-            row[:] = np.matmul(row[:, None], inverse[:, :newest, :newest])[:, 0]
-            y = np.matmul(inverse[:, :newest + 1, :newest + 1], s_dot_F[:, :, None])[:, :, 0]  # (B, n + 1)
+            # Row n of scaled; u = beta * y, chronological. With direction = -H_n F
+            # = -F - sum_{j<n} u_j s_{j+1}, y_n = u_n / beta_n is -s_n^T direction.
+            later = last_dot[:, order[1:]] if wrapped else last_dot[:, 2:cols]  # s_n^T s_1..s_n
+            row = np.matmul(later[:, None], scaled[:, :newest, :cols])  # (B, 1, cols)
+            row[:, 0, last] = 1.0
+            # per sample, in Python floats (cheaper here than a chain of tiny NumPy operations)
+            beta_last = [1.0 / (x + tiny) for x in last_dot[:, last].tolist()]  # 1 / ||s_n||^2
+            np.multiply(row, np.array(beta_last)[:, None, None], out=scaled[:, newest:newest + 1, :cols])
+            u = u_after_one[:, 1:newest + 2]  # (B, n + 1)
+            np.matmul(scaled[:, :newest + 1, :cols], F_dot[:, :, None], out=u[:, :, None])
 
-            # New factor E_n = I + beta_n s_{n+1} s_n^T, so s_{n+1} = direction / (1 - beta_n s_n^T direction).
-            beta_last = 1.0 / (s_dot_last[:, newest] + tiny)  # 1 / ||s_n||^2
-            denom = beta_last * y[:, newest] + 1.0
-            usable = np.abs(denom) > skip_below  # else the update is skipped: E_n = I, s_{n+1} = direction
-            if all_active:  # the common case: no stopped sample to mask
-                beta[:, newest] = np.where(usable, beta_last, 0.0)
-                minus_scale = -1.0 / np.where(usable, denom, 1.0)
-            else:
-                beta[:, newest] = np.where(usable & active, beta_last, 0.0)
-                minus_scale = np.where(active, -1.0 / np.where(usable, denom, 1.0), 0.0)  # 0: stopped
+            # New factor E_n = I + beta_n s_{n+1} s_n^T, so s_{n+1} = direction / (1 - beta_n s_n^T direction),
+            # with 1 - beta_n s_n^T direction = 1 + u_n. Where that is under sqrt(eps) in size, the update
+            # is skipped (E_n = I, s_{n+1} = direction, beta_n = 0).
+            minus_scale, skipped = [], []
+            for i, x in enumerate(u[:, newest].tolist()):
+                if abs(x + 1.0) > skip_below:
+                    minus_scale.append(-1.0 / (x + 1.0))
+                else:
+                    minus_scale.append(-1.0)
+                    skipped.append(i)
+            if skipped:  # beta_n = 0 (a stopped sample's small math is never used: its weights are 0)
+                scaled[skipped, newest] = 0.0
+            minus_scale = np.array(minus_scale)
 
-            # Combination pass: s_{n+1} = -scale (F + sum_j beta_j y_j s_{j+1}), weights by row.
-            coef = beta[:, :newest] * y[:, :newest] * minus_scale[:, None]  # (B, n) of s_1..s_n
+            # Combination pass: s_{n+1} = -scale (F + sum_j u_j s_{j+1}), weights by buffer row.
             if wrapped:  # every row; the oldest step (row order[0]) has weight 0
-                weights = np.zeros((batch, 1, capacity + 1), weight_dtype)
-                weights[:, 0, order[1:]] = coef
+                weights.fill(0.0)
+                weights[:, 0, order[1:]] = u[:, :newest] * minus_scale[:, None]
                 weights[:, 0, 1] = minus_scale
-            else:  # rows 1..n+1
-                weights = np.empty((batch, 1, newest + 1), weight_dtype)
-                weights[:, 0, 1:] = coef
-                weights[:, 0, 0] = minus_scale
-            if not all_active:
-                weights[~active] = 0.0
-            mix = torch.from_numpy(weights) if on_cpu else torch.from_numpy(weights).to(z.device)
+                if not all_active:
+                    weights[~tracker.active] = 0.0
+                mixed, rows = mix, buf
+            else:  # rows 1..n+1: F, then s_1..s_n
+                used = weights[:, 0, :newest + 1]  # [1, u_0, ..., u_{n-1}] times -scale
+                np.multiply(u_after_one[:, :newest + 1], minus_scale[:, None], out=used)
+                if not all_active:
+                    used[~tracker.active] = 0.0
+                mixed, rows = mix[:, :, :newest + 1], buf[1:newest + 2]
+            if not on_cpu:
+                mix_device.copy_(mix)
+                mixed = mix_device[:, :, :mixed.shape[2]]
             if not wrapped and len(order) < capacity:
                 with exact:
-                    torch.bmm(mix, buf[1:newest + 2].transpose(0, 1), out=buf[newest + 2, :, None])
+                    torch.bmm(mixed, rows.transpose(0, 1), out=buf[newest + 2, :, None])
                 order.append(newest + 2)
                 continue
             if restart:  # memory full: s_{m+1} takes row 0 (the combination does not read s_0), then restart
                 with exact:
-                    torch.bmm(mix, buf[1:].transpose(0, 1), out=buf[0, :, None])
+                    torch.bmm(mixed, rows.transpose(0, 1), out=buf[0, :, None])
                 order = [0]
                 restarting = True
                 continue
             with exact:
-                step = torch.bmm(mix, (buf if wrapped else buf[1:]).transpose(0, 1))  # (B, 1, D)
+                step = torch.bmm(mixed, rows.transpose(0, 1))  # (B, 1, D)
             # Ring full: the new step replaces the oldest one, whose factor is dropped.
             row_id = order.pop(0)
             buf[row_id] = step[:, 0]
             order.append(row_id)
             wrapped = True
-            inverse[:, :-1, :-1] = inverse[:, 1:, 1:].copy()
-            beta[:, :-1] = beta[:, 1:].copy()
+            scaled[:, :-1] = scaled[:, 1:].copy()
+            scaled[:, :, row_id] = 0.0
     return tracker.result(shape)

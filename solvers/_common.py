@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -148,14 +150,17 @@ class IterateTracker:
     with the two norms, when a solver has them already). The norms ||f(z) - z|| and
     ||f(z)|| are read to the host once (the one sync per iteration every solver needs for
     its stop test); the relative residuals, the traces and the per-sample decisions are
-    made there, in plain Python: on a CPU, a dozen tiny torch ops cost more than the loop
-    over B, and on a GPU each would be a kernel launch.
+    made there, in plain Python floats: on a CPU, a dozen tiny torch ops cost more than a
+    loop over B (and so, measured inside a solve, where the host's caches are cold after f,
+    do a dozen NumPy ones), and on a GPU each would be a kernel launch. While every sample
+    is active and improves (the common case) a measurement is a few passes over B floats.
     Inactive samples (converged or failed) are left untouched. The lowest-residual
     iterate is replaced by reference when every active sample improved, else by rows.
+    ``active`` (a (B,) bool array) is replaced, never changed in place, when a sample stops.
     """
 
     def __init__(self, z0: Tensor, tol: float, stop_mode: str) -> None:
-        self.batch = z0.shape[0]
+        batch = self.batch = z0.shape[0]
         self.device = z0.device
         self.dtype = z0.dtype
         self.tol = tol
@@ -163,15 +168,15 @@ class IterateTracker:
         self.nstep = 0
         self.best_z = z0  # (B, D); replaced, or (when owned) updated by rows
         self._owns_best_z = False
-        self.best_metric = [math.inf] * self.batch
-        self.best_abs = [math.inf] * self.batch
-        self.best_rel = [math.inf] * self.batch
-        self.best_step = [0] * self.batch
-        self.active = [True] * self.batch
-        self.converged = [False] * self.batch
-        self.nonfinite = [False] * self.batch
-        self.measured = [0] * self.batch  # iterates measured while the sample was active
-        self.n_active = self.batch
+        self.best_metric = [math.inf] * batch
+        self.best_abs = [math.inf] * batch
+        self.best_rel = [math.inf] * batch
+        self.best_step = [0] * batch
+        self.active = np.ones(batch, bool)
+        self.converged = [False] * batch
+        self.nonfinite = [False] * batch
+        self.stopped_after = [0] * batch  # iterates a stopped sample was measured while active
+        self.n_active = batch
         self.failed_rows: list[int] = []  # samples that failed at the last observe
         self.abs_trace: list[list[float]] = []  # per measured iterate, per sample, on the host
         self.rel_trace: list[list[float]] = []
@@ -185,46 +190,60 @@ class IterateTracker:
         self.record(z, abs_host, fz_norm_host)
 
     def record(self, z: Tensor, abs_host: list[float], fz_norm_host: list[float]) -> None:
-        """Record iterate z (B, D) from its norms, already on the host: abs_host[i] =
-        ||f(z_i) - z_i||, fz_norm_host[i] = ||f(z_i)|| (a solver that gets them more cheaply
-        than ``observe`` calls this directly)."""
+        """Record iterate z (B, D) from its norms, already on the host as lists of floats:
+        abs_host[i] = ||f(z_i) - z_i||, fz_norm_host[i] = ||f(z_i)|| (a solver that gets them
+        more cheaply than ``observe`` calls this directly)."""
         rel_host = [a / (n + REL_EPS) for a, n in zip(abs_host, fz_norm_host)]
         self.abs_trace.append(abs_host)
         self.rel_trace.append(rel_host)
+        metric = rel_host if self.use_rel else abs_host
+        self.failed_rows = []
+        if (self.n_active == self.batch and all(map(operator.lt, metric, self.best_metric))
+                and min(metric) >= self.tol):
+            # Every sample active, improved (so finite: inf and NaN are never below the best)
+            # and not converged: the common case, no per-sample decision and no copy of z.
+            self.best_metric, self.best_abs, self.best_rel = list(metric), list(abs_host), list(rel_host)
+            self.best_step = [self.nstep] * self.batch
+            self.best_z = z
+            self._owns_best_z = False
+            self.nstep += 1
+            return
         improved, failed = [], []
         # locals: this loop runs once per sample per iteration, on the solver's critical path
-        active, measured, best_metric = self.active, self.measured, self.best_metric
+        active, best_metric, stopped_after = self.active.tolist(), self.best_metric, self.stopped_after
         use_rel, tol, nstep, isfinite = self.use_rel, self.tol, self.nstep, math.isfinite
         stopped = 0
         for i in range(self.batch):
             if not active[i]:
                 continue
-            measured[i] += 1
             a, r = abs_host[i], rel_host[i]
             if not isfinite(a):  # a NaN or inf anywhere in z or f(z) reaches ||f(z) - z||
                 failed.append(i)
                 self.nonfinite[i] = True
                 active[i] = False
+                stopped_after[i] = nstep + 1
                 stopped += 1
                 continue
-            metric = r if use_rel else a
-            if metric < best_metric[i]:
+            metric_i = r if use_rel else a
+            if metric_i < best_metric[i]:
                 improved.append(i)
-                best_metric[i], self.best_abs[i], self.best_rel[i] = metric, a, r
+                best_metric[i], self.best_abs[i], self.best_rel[i] = metric_i, a, r
                 self.best_step[i] = nstep
-            if metric < tol:
+            if metric_i < tol:
                 self.converged[i] = True
                 active[i] = False
+                stopped_after[i] = nstep + 1
                 stopped += 1
         if stopped:
             self.n_active -= stopped
+            self.active = np.array(active)
             self._active_mask = None
         self.failed_rows = failed
-        if len(improved) == self.batch:  # the common case: no copy at all
+        if len(improved) == self.batch:  # every sample improved, no copy at all
             self.best_z = z
             self._owns_best_z = False
         elif improved:
-            rows = torch.tensor(improved, device=self.device)
+            rows = self.rows(improved)
             if self._owns_best_z:
                 self.best_z.index_copy_(0, rows, z.index_select(0, rows))
             else:
@@ -241,12 +260,12 @@ class IterateTracker:
     def active_mask(self) -> Tensor:
         """(B,) bool tensor of the samples still iterating."""
         if self._active_mask is None:
-            self._active_mask = torch.tensor(self.active, device=self.device)
+            self._active_mask = torch.from_numpy(self.active).to(self.device)
         return self._active_mask
 
-    def rows(self, indices: list[int]) -> Tensor:
-        """A list of sample indices as an index tensor on the solver's device."""
-        return torch.tensor(indices, dtype=torch.long, device=self.device)
+    def rows(self, indices: Sequence[int] | np.ndarray) -> Tensor:
+        """Sample indices as an index tensor on the solver's device."""
+        return torch.from_numpy(np.asarray(indices, dtype=np.int64)).to(self.device)
 
     def roll_back_failed(self, new: Tensor, old: Tensor) -> Tensor:
         """``new`` (B, D) with the rows of samples that just met a non-finite value taken from
@@ -260,7 +279,7 @@ class IterateTracker:
         """``new`` (B, D) with the rows of inactive samples taken from ``old``."""
         if self.n_active == self.batch:
             return new
-        rows = self.rows([i for i in range(self.batch) if not self.active[i]])
+        rows = self.rows(np.flatnonzero(~self.active))
         return new.index_copy(0, rows, old.index_select(0, rows))
 
     def step(self, f_flat: Callable[[Tensor], Tensor], proposed: Tensor, z: Tensor, g: Tensor
@@ -276,29 +295,31 @@ class IterateTracker:
         return self.roll_back_failed(z_next, z), fz, self.roll_back_failed(g_next, g)
 
     def result(self, shape: torch.Size) -> SolverResult:
-        """Package the bookkeeping; residuals of samples that met non-finite values are inf."""
-        measured = torch.tensor(self.measured, device=self.device)  # (B,)
-        steps = torch.arange(self.nstep, device=self.device)
-        frozen = steps[None, :] >= measured[:, None]  # (B, N): measured after the sample stopped
-        last = (measured - 1).clamp(min=0)[:, None]
+        """Package the bookkeeping; residuals of samples that met non-finite values are inf.
+        Built on the host and moved to the device once per field."""
+        # (B, N): a sample's entries measured after it stopped repeat its last measured value
+        measured = np.where(self.active, self.nstep, self.stopped_after)  # (B,) iterates measured while active
+        last = np.maximum(measured - 1, 0)  # (B,)
+        steps = np.minimum(np.arange(self.nstep)[None, :], last[:, None])  # (B, N)
 
-        def trace(values: list[list[float]]) -> Tensor:  # frozen samples repeat their last value
-            stacked = torch.tensor(values, dtype=self.dtype, device=self.device).T  # (B, N)
-            return torch.where(frozen, stacked.gather(1, last), stacked)
+        def device(values: np.ndarray, dtype: torch.dtype) -> Tensor:
+            return torch.from_numpy(values).to(self.device, dtype)
 
-        def per_sample(values: list, dtype: torch.dtype) -> Tensor:
-            return torch.tensor(values, dtype=dtype, device=self.device)
+        def trace(values: list[list[float]]) -> Tensor:
+            stacked = np.array(values).T  # (B, N)
+            return device(np.take_along_axis(stacked, steps, axis=1), self.dtype)
 
-        nonfinite = per_sample(self.nonfinite, torch.bool)
-        inf = torch.tensor(math.inf, dtype=self.dtype, device=self.device)
+        nonfinite = np.array(self.nonfinite)
+        abs_residual = np.where(nonfinite, math.inf, self.best_abs)
+        rel_residual = np.where(nonfinite, math.inf, self.best_rel)
         return SolverResult(
             z=self.best_z.reshape(shape),
             nstep=self.nstep,
-            abs_residual=torch.where(nonfinite, inf, per_sample(self.best_abs, self.dtype)),
-            rel_residual=torch.where(nonfinite, inf, per_sample(self.best_rel, self.dtype)),
-            converged=per_sample(self.converged, torch.bool),
-            nonfinite=nonfinite,
+            abs_residual=device(abs_residual, self.dtype),
+            rel_residual=device(rel_residual, self.dtype),
+            converged=device(np.array(self.converged), torch.bool),
+            nonfinite=device(nonfinite, torch.bool),
             abs_trace=trace(self.abs_trace),
             rel_trace=trace(self.rel_trace),
-            best_step=per_sample(self.best_step, torch.long),
+            best_step=device(np.array(self.best_step, np.int64), torch.long),
         )

@@ -117,6 +117,40 @@ def test_broyden_matches_a_dense_reference(memory, policy):
     torch.testing.assert_close(res.abs_trace, expected, rtol=1e-7, atol=1e-12)
 
 
+def test_broyden_skips_an_update_whose_denominator_vanishes_per_sample():
+    # Sample 0: F(z) = J z - c with J nearly skew (f(z) = (I - J) z + c), so s^T J s is about 1e-10
+    # s^T s and every update's denominator 1 - beta_n s_n^T direction is about 1e-10, under
+    # sqrt(eps): each update must be skipped (E_n = I, the step is the direction itself), which on
+    # this problem is fixed-point iteration, whose residual grows by sqrt(2) per step (dividing by
+    # the denominator instead would blow the step up by 1e10). Sample 1, a contraction beside it,
+    # updates as usual.
+    skew = torch.tensor([[1e-10, 1.0], [-1.0, 0.0]], dtype=torch.float64)
+    a = torch.stack([torch.eye(2, dtype=torch.float64) - skew,
+                     0.3 * torch.randn(2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)])
+    c = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64)
+    res = broyden(lambda z: torch.einsum("bij,bj->bi", a, z) + c, torch.zeros(2, 2, dtype=torch.float64),
+                  max_iter=6, tol=0.0)
+    growth = res.abs_trace[0, 1:] / res.abs_trace[0, :-1]
+    torch.testing.assert_close(growth, torch.full_like(growth, math.sqrt(2.0)), rtol=1e-8, atol=0.0)
+    z, factors = torch.zeros(2, dtype=torch.float64), []  # sample 1 by the dense product form
+    F = z - (a[1] @ z + c[1])
+    step, trace = -F, [F.norm()]
+    for _ in range(4):
+        z = z + step
+        F = z - (a[1] @ z + c[1])
+        trace.append(F.norm())
+        v = F.clone()
+        for beta_j, left, right in factors:
+            v = v + beta_j * right * (left @ v)
+        beta_n = 1.0 / (step @ step)
+        new_step = -v / (1 + beta_n * (step @ v))
+        factors.append((beta_n, step, new_step))
+        step = new_step
+    expected = torch.stack(trace)
+    assert expected[-1] < 1e-2 * expected[0]  # it converges, so the updates were used
+    torch.testing.assert_close(res.abs_trace[1, :5], expected, rtol=1e-10, atol=1e-14)
+
+
 def test_broyden_iterates_match_torchdeq():
     broyden_solver = pytest.importorskip("torchdeq.solver.broyden").broyden_solver
     f, _, _ = contractive_problem(batch=4, dim=30, norm=0.9)
