@@ -78,9 +78,14 @@ def reference_broyden_trace(w, x, z0, n_iter, memory, policy="drop_oldest"):
     factors (H = E_{n-1} ... E_{n-m}, E_j = I + beta_j s_{j+1} s_j^T) on f(z) = tanh(W z + x):
     residual norms. policy "restart" (Kelley's): once a step has been made with memory + 1
     factors, the next step is -F and the factors are cleared."""
+    return dense_broyden_trace([lambda v, i=i: v - torch.tanh(w @ v + x[i]) for i in range(z0.shape[0])],
+                               z0, n_iter, memory, policy)
+
+
+def dense_broyden_trace(residuals, z0, n_iter, memory=None, policy="drop_oldest"):
+    """reference_broyden_trace's iteration with residuals[i](z) = F(z) = z - f(z) of sample i."""
     traces = []
-    for i in range(z0.shape[0]):
-        g = lambda v: v - torch.tanh(w @ v + x[i])  # noqa: E731  F(z) = z - f(z)
+    for i, g in enumerate(residuals):
         z = z0[i].clone()
         F = g(z)
         trace = [F.norm()]
@@ -128,25 +133,11 @@ def test_broyden_skips_an_update_whose_denominator_vanishes_per_sample():
     a = torch.stack([torch.eye(2, dtype=torch.float64) - skew,
                      0.3 * torch.randn(2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)])
     c = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64)
-    res = broyden(lambda z: torch.einsum("bij,bj->bi", a, z) + c, torch.zeros(2, 2, dtype=torch.float64),
-                  max_iter=6, tol=0.0)
+    z0 = torch.zeros(2, 2, dtype=torch.float64)
+    res = broyden(lambda z: torch.einsum("bij,bj->bi", a, z) + c, z0, max_iter=6, tol=0.0)
     growth = res.abs_trace[0, 1:] / res.abs_trace[0, :-1]
     torch.testing.assert_close(growth, torch.full_like(growth, math.sqrt(2.0)), rtol=1e-8, atol=0.0)
-    z, factors = torch.zeros(2, dtype=torch.float64), []  # sample 1 by the dense product form
-    F = z - (a[1] @ z + c[1])
-    step, trace = -F, [F.norm()]
-    for _ in range(4):
-        z = z + step
-        F = z - (a[1] @ z + c[1])
-        trace.append(F.norm())
-        v = F.clone()
-        for beta_j, left, right in factors:
-            v = v + beta_j * right * (left @ v)
-        beta_n = 1.0 / (step @ step)
-        new_step = -v / (1 + beta_n * (step @ v))
-        factors.append((beta_n, step, new_step))
-        step = new_step
-    expected = torch.stack(trace)
+    expected = dense_broyden_trace([lambda v: v - (a[1] @ v + c[1])], z0[1:], 5)[0]  # no update skipped
     assert expected[-1] < 1e-2 * expected[0]  # it converges, so the updates were used
     torch.testing.assert_close(res.abs_trace[1, :5], expected, rtol=1e-10, atol=1e-14)
 
