@@ -122,6 +122,7 @@ class SolverRun:
     rel_max: float
     overhead: float
     over_floor: float  # median over rounds of time / the passes-only row's time that round
+    over_floor_spread: tuple[float, float] = (math.nan, math.nan)  # its quartiles over rounds
 
 
 def ill_conditioned_affine(n: int = 200, batch: int = 4, radius: float = 0.99, seed: int = 0):
@@ -296,11 +297,25 @@ def run_benchmark(cfg: BenchConfig) -> tuple[list[SolverRun], float, Tensor]:
                 abs_res = rel_res = torch.full_like(abs_res, math.nan)
             runs.append(SolverRun(name, nfe, statistics.median(times[name]), abs_res.mean().item(),
                                   abs_res.max().item(), rel_res.mean().item(), rel_res.max().item(),
-                                  statistics.median(ratios[name]), statistics.median(over_floor[name])))
+                                  statistics.median(ratios[name]), statistics.median(over_floor[name]),
+                                  _quartiles(over_floor[name])))
     z_star = broyden(cell, z0, max_iter=100, tol=1e-6, stop_mode="rel").z
     radius = jacobian_spectral_radius(cell, z_star, n_iter=30,
                                       generator=torch.Generator(device=device).manual_seed(cfg.seed))
     return runs, statistics.median(f_times), radius
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """First and third quartile (the middle half of the rounds); NaN with fewer than 2 values."""
+    if len(values) < 2:
+        return math.nan, math.nan
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return q1, q3
+
+
+def _spread(quartiles: tuple[float, float]) -> str:
+    q1, q3 = quartiles
+    return f"{q1:.3f}-{q3:.3f}" if math.isfinite(q1) and math.isfinite(q3) else "-"
 
 
 def _memory_lines(table: dict[int, int | None] | None) -> list[str]:
@@ -347,7 +362,8 @@ def format_report(cfg: BenchConfig, runs: list[SolverRun], f_time: float, radius
     if cfg.device == "cpu":
         ok = ours.over_floor <= FLOOR_TARGET
         lines.append(f"[{'PASS' if ok else 'FAIL'}] (2) CPU floor: broyden time / '{PASSES_ONLY}' time "
-                     f"{ours.over_floor:.3f} <= {FLOOR_TARGET} (median over rounds; overhead against f: "
+                     f"{ours.over_floor:.3f} <= {FLOOR_TARGET} (median over {cfg.repeats} rounds, middle half "
+                     f"{_spread(ours.over_floor_spread)}; overhead against f: "
                      f"broyden {ours.overhead:.3f}, its memory passes alone {floor.overhead:.3f})")
     else:
         lines.append(f"[SKIP] (2) CPU floor: a CPU target (here broyden / '{PASSES_ONLY}' = "

@@ -1,6 +1,7 @@
 """Tests of the fixed-point solvers (solvers.broyden / anderson / fixed_point_iter),
 the registry, bad input, non-finite handling, batch independence and the benchmark CLI."""
 import math
+import re
 
 import pytest
 import torch
@@ -362,8 +363,13 @@ def test_gpu_matches_cpu():
 def test_bench_prints_its_table(capsys):
     from solvers.bench import main
 
-    assert main(["--batch", "2", "--seq", "8", "--dim", "16", "--heads", "2", "--repeats", "1"]) == 0
+    assert main(["--batch", "2", "--seq", "8", "--dim", "16", "--heads", "2", "--repeats", "3"]) == 0
     out = capsys.readouterr().out
+    floor_line = re.search(r"\(2\) CPU floor: .* time ([0-9.]+) <= 1.05 \(median over 3 rounds, middle half "
+                           r"([0-9.]+)-([0-9.]+);", out)
+    assert floor_line, out
+    median, q1, q3 = map(float, floor_line.groups())
+    assert q1 <= median <= q3
     for row in ("broyden ", "broyden(memory=8)", "anderson", "fixed_point_iter", "broyden passes only", "overhead",
                 "spectral radius"):
         assert row in out
