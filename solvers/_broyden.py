@@ -29,16 +29,17 @@ one small copy each way): a dozen tiny torch operations would cost more on a CPU
 many kernel launches on a GPU. diag(beta) (I - L)^{-1} is kept whole, with its columns
 placed by the buffer row of their step, and grown by one row per factor, so
 beta * (I - L)^{-1} S^T F, whose entries are the combination's weights, is one small
-matrix product with the reduction's result as it comes. On a CPU that host work is what the solve costs
-beyond the floor, and it costs more than it does alone: after f, whose kernels have run
-through the caches, each NumPy call was measured at 3-12 us instead of about 1, and a
-dozen of them (65-75 us) between two f evaluations made the next f slower by about as
-much again (40-80 us; the same work in torch: 150-160 us, and f 170-330 us slower). So
-the host work is a few NumPy calls per iteration (two small products and the writes
-around them), and the per-sample scalar steps are plain Python over the B samples, which
-measured cheaper there. On CUDA the reduction splits each sample into chunks
-(``reduction_chunks``), and both products run in full float32 even where the user allows
-TF32 for f (``exact_products``).
+matrix product with the reduction's result as it comes. On a CPU that host work is what
+the solve costs beyond the floor, and it costs more than it does alone: after f, whose
+kernels have run through the caches, each NumPy call was measured at 3-12 us instead of
+about 1, and a dozen of them (50-75 us) between two f evaluations made the next f 10-80
+us slower (the same work in torch: 120-165 us, and f 10-330 us slower; both ranges
+varied with the machine's state over a day; studies/solver_host_work). So the host work
+is a few NumPy calls per iteration (two small products and the writes around them), and
+the per-sample scalar steps are plain Python over the B samples, which measured cheaper
+there. On CUDA the reduction splits each sample into chunks (``reduction_chunks``), and
+both products run in full float32 even where the user allows TF32 for f
+(``exact_products``).
 
 Per sample: its own steps, small matrices and factors; samples that converged (or met
 non-finite values) take zero steps from then on. An update whose denominator
