@@ -31,6 +31,7 @@ from torch import Tensor
 STOP_MODES = ("abs", "rel")
 REL_EPS = 1e-9  # added to ||f(z)|| in the relative residual
 LOW_PRECISION = (torch.float16, torch.bfloat16)
+NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}  # the solvers' working dtypes
 
 
 @dataclass
@@ -147,15 +148,20 @@ class IterateTracker:
     """Per-sample residuals, lowest-residual iterate, stop masks and traces.
 
     ``observe`` is called once per f evaluation with the iterate and f of it (or ``record``
-    with the two norms, when a solver has them already). The norms ||f(z) - z|| and
+    with the two norms, or ``record_residuals`` with the residuals, when a solver has them
+    already). The norms ||f(z) - z|| and
     ||f(z)|| are read to the host once (the one sync per iteration every solver needs for
     its stop test); the relative residuals, the traces and the per-sample decisions are
     made there, in plain Python floats: on a CPU, a dozen tiny torch ops cost more than a
     loop over B (and so, measured inside a solve, where the host's caches are cold after f,
     do a dozen NumPy ones), and on a GPU each would be a kernel launch. While every sample
     is active and improves (the common case) a measurement is a few passes over B floats.
-    Inactive samples (converged or failed) are left untouched. The lowest-residual
-    iterate is replaced by reference when every active sample improved, else by rows.
+    Inactive samples (converged or failed) are left untouched. The solvers' contract: a
+    stopped sample's rows stay unchanged in every later iterate they record (zero steps, or
+    ``freeze_inactive``), except that a sample that failed is rolled back to its last finite
+    iterate. So while no sample has failed, a converged sample's rows in z are its best
+    iterate, and the lowest-residual iterate is replaced by reference whenever every active
+    sample improved; otherwise it is updated by rows.
     ``active`` (a (B,) bool array) is replaced, never changed in place, when a sample stops.
     """
 
@@ -169,6 +175,8 @@ class IterateTracker:
         self.best_z = z0  # (B, D); replaced, or (when owned) updated by rows
         self._owns_best_z = False
         self.best_metric = [math.inf] * batch
+        self._best_shared = False  # the best lists are trace rows (see record_residuals)
+        self._any_failed = False  # some sample met a non-finite value (its z rows are not its best)
         self.best_abs = [math.inf] * batch
         self.best_rel = [math.inf] * batch
         self.best_step = [0] * batch
@@ -178,7 +186,9 @@ class IterateTracker:
         self.stopped_after = [0] * batch  # iterates a stopped sample was measured while active
         self.n_active = batch
         self.failed_rows: list[int] = []  # samples that failed at the last observe
-        self.abs_trace: list[list[float]] = []  # per measured iterate, per sample, on the host
+        # per measured iterate, per sample, on the host; the lists recorded are the tracker's own
+        # from then on (``result`` fills in the entries of stopped samples)
+        self.abs_trace: list[list[float]] = []
         self.rel_trace: list[list[float]] = []
         self._active_mask: Tensor | None = None
 
@@ -193,26 +203,43 @@ class IterateTracker:
         """Record iterate z (B, D) from its norms, already on the host as lists of floats:
         abs_host[i] = ||f(z_i) - z_i||, fz_norm_host[i] = ||f(z_i)|| (a solver that gets them
         more cheaply than ``observe`` calls this directly)."""
-        rel_host = [a / (n + REL_EPS) for a, n in zip(abs_host, fz_norm_host)]
+        self.record_residuals(z, abs_host, [a / (n + REL_EPS) for a, n in zip(abs_host, fz_norm_host)])
+
+    def record_residuals(self, z: Tensor, abs_host: list[float], rel_host: list[float],
+                         all_improved: bool | None = None) -> None:
+        """Record iterate z (B, D) from its residuals, on the host as lists of floats (the
+        tracker's own from then on): abs_host[i] = ||f(z_i) - z_i||, rel_host[i] = abs_host[i]
+        / (||f(z_i)|| + REL_EPS). all_improved: whether every sample is active, below its best
+        residual so far (in the stop mode) and not under tol, when the caller knows it already
+        (Broyden's compiled host work decides it); None: decided here."""
         self.abs_trace.append(abs_host)
         self.rel_trace.append(rel_host)
         metric = rel_host if self.use_rel else abs_host
         self.failed_rows = []
-        if (self.n_active == self.batch and all(map(operator.lt, metric, self.best_metric))
-                and min(metric) >= self.tol):
+        if all_improved is None:
+            all_improved = (self.n_active == self.batch and all(map(operator.lt, metric, self.best_metric))
+                            and min(metric) >= self.tol)
+        if all_improved:
             # Every sample active, improved (so finite: inf and NaN are never below the best)
-            # and not converged: the common case, no per-sample decision and no copy of z.
-            self.best_metric, self.best_abs, self.best_rel = list(metric), list(abs_host), list(rel_host)
+            # and not converged: the common case, no per-sample decision and no copy of z. The
+            # best lists become this iterate's trace rows, shared until the per-sample path
+            # below changes them (it copies them first); ``result`` never changes those rows.
+            self.best_metric, self.best_abs, self.best_rel = metric, abs_host, rel_host
+            self._best_shared = True
             self.best_step = [self.nstep] * self.batch
             self.best_z = z
             self._owns_best_z = False
             self.nstep += 1
             return
+        if self._best_shared:
+            self.best_metric, self.best_abs, self.best_rel = (list(self.best_metric), list(self.best_abs),
+                                                              list(self.best_rel))
+            self._best_shared = False
         improved, failed = [], []
         # locals: this loop runs once per sample per iteration, on the solver's critical path
         active, best_metric, stopped_after = self.active.tolist(), self.best_metric, self.stopped_after
         use_rel, tol, nstep, isfinite = self.use_rel, self.tol, self.nstep, math.isfinite
-        stopped = 0
+        stopped, active_before = 0, self.n_active
         for i in range(self.batch):
             if not active[i]:
                 continue
@@ -239,7 +266,11 @@ class IterateTracker:
             self.active = np.array(active)
             self._active_mask = None
         self.failed_rows = failed
-        if len(improved) == self.batch:  # every sample improved, no copy at all
+        self._any_failed = self._any_failed or bool(failed)
+        if len(improved) == self.batch or (len(improved) == active_before and not self._any_failed):
+            # Every sample improved; or every active one did, and the others stopped converged on
+            # their best iterate, which the solvers keep unchanged in z from then on (zero steps, or
+            # ``freeze_inactive``): z holds every sample's best iterate, no copy at all.
             self.best_z = z
             self._owns_best_z = False
         elif improved:
@@ -296,30 +327,33 @@ class IterateTracker:
 
     def result(self, shape: torch.Size) -> SolverResult:
         """Package the bookkeeping; residuals of samples that met non-finite values are inf.
-        Built on the host and moved to the device once per field."""
-        # (B, N): a sample's entries measured after it stopped repeat its last measured value
-        measured = np.where(self.active, self.nstep, self.stopped_after)  # (B,) iterates measured while active
-        last = np.maximum(measured - 1, 0)  # (B,)
-        steps = np.minimum(np.arange(self.nstep)[None, :], last[:, None])  # (B, N)
-
-        def device(values: np.ndarray, dtype: torch.dtype) -> Tensor:
-            return torch.from_numpy(values).to(self.device, dtype)
-
-        def trace(values: list[list[float]]) -> Tensor:
-            stacked = np.array(values).T  # (B, N)
-            return device(np.take_along_axis(stacked, steps, axis=1), self.dtype)
-
+        Built on the host, in few NumPy calls (they run right after f, with cold caches), and
+        moved to the device once per field."""
+        batch, nstep = self.batch, self.nstep
+        real = NUMPY_DTYPES[self.dtype]
+        abs_trace, rel_trace = self.abs_trace, self.rel_trace
+        if self.n_active < batch:  # entries measured after a sample stopped repeat its last value
+            for i in np.flatnonzero(~self.active).tolist():
+                measured = self.stopped_after[i]  # iterates measured while active, >= 1
+                a, r = abs_trace[measured - 1][i], rel_trace[measured - 1][i]
+                for step in range(measured, nstep):
+                    abs_trace[step][i], rel_trace[step][i] = a, r
+        traces = np.array((abs_trace, rel_trace), dtype=real).reshape(2, nstep, batch)  # (2, N, B)
+        traces = np.ascontiguousarray(traces.transpose(0, 2, 1))  # (2, B, N)
         nonfinite = np.array(self.nonfinite)
-        abs_residual = np.where(nonfinite, math.inf, self.best_abs)
-        rel_residual = np.where(nonfinite, math.inf, self.best_rel)
+        best = np.array((self.best_abs, self.best_rel), dtype=real)  # (2, B)
+        best[:, nonfinite] = math.inf
+        on_device = (lambda values: torch.from_numpy(values).to(self.device)) if self.device.type != "cpu" \
+            else torch.from_numpy
+        best_t, traces_t = on_device(best), on_device(traces)
         return SolverResult(
             z=self.best_z.reshape(shape),
-            nstep=self.nstep,
-            abs_residual=device(abs_residual, self.dtype),
-            rel_residual=device(rel_residual, self.dtype),
-            converged=device(np.array(self.converged), torch.bool),
-            nonfinite=device(nonfinite, torch.bool),
-            abs_trace=trace(self.abs_trace),
-            rel_trace=trace(self.rel_trace),
-            best_step=device(np.array(self.best_step, np.int64), torch.long),
+            nstep=nstep,
+            abs_residual=best_t[0],
+            rel_residual=best_t[1],
+            converged=on_device(np.array(self.converged)),
+            nonfinite=on_device(nonfinite),
+            abs_trace=traces_t[0],
+            rel_trace=traces_t[1],
+            best_step=on_device(np.array(self.best_step, np.int64)),
         )

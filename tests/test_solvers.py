@@ -226,6 +226,28 @@ def test_a_sample_alone_gets_the_same_answer_as_in_a_batch(name):
 
 
 @pytest.mark.parametrize("name", SOLVER_NAMES)
+def test_a_failed_sample_keeps_its_best_iterate_while_the_others_improve(name):
+    # Sample 1 has no fixed point: f(z) = z + 1 + z^2, so |f(z) - z| = |1 + z^2| is lowest at z0 = 0
+    # and its best iterate stays z0, while its iterates move on. At the 6th evaluation it turns
+    # NaN, so it is rolled back to its last finite iterate (not z0) and frozen, and the other
+    # samples keep improving: the tracker must not take the rolled-back rows for its best.
+    f_ok, _, _ = contractive_problem(batch=3, dim=8, norm=0.9)
+    calls = [0]
+
+    def f(z):
+        calls[0] += 1
+        out = f_ok(z).clone()
+        out[1] = z[1] + 1.0 + z[1] ** 2 if calls[0] < 6 else math.nan
+        return out
+
+    res = get_solver(name)(f, torch.zeros(3, 8, dtype=torch.float64), max_iter=80, tol=1e-10)
+    assert res.nonfinite.tolist() == [False, True, False]
+    assert res.converged[[0, 2]].all() and res.nstep > 10  # the others went on well after the failure
+    assert res.best_step[1] == 0
+    assert torch.equal(res.z[1], torch.zeros(8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", SOLVER_NAMES)
 def test_converged_samples_are_frozen(name):
     f, w, _ = contractive_problem(batch=3, dim=8)
     x = torch.randn(3, 8, dtype=torch.float64)
