@@ -35,9 +35,13 @@ kernels have run through the caches, each NumPy call was measured at 3-12 us ins
 about 1, and a dozen of them (50-75 us) between two f evaluations made the next f 10-80
 us slower (the same work in torch: 120-165 us, and f 10-330 us slower; both ranges
 varied with the machine's state over a day; studies/solver_host_work). So the host work
-is a few NumPy calls per iteration (two small products and the writes around them), and
-the per-sample scalar steps are plain Python over the B samples, which measured cheaper
-there. On CUDA the reduction splits each sample into chunks (``reduction_chunks``), and
+is one call per iteration into a small C extension (``solvers._native``, built on first
+use), which also gives the residual norms and the stop test's common case; where it cannot
+be built, a few NumPy calls (two small products and the writes around them) with the
+per-sample scalar steps in plain Python over the B samples, the same iterates (bitwise in
+float32; tests/test_native.py). On the bench's problem the compiled call brought Broyden
+from 1.06 to 1.02-1.03 times its floor. The host arrays are set up before the first f
+evaluation, while the caches are warm. On CUDA the reduction splits each sample into chunks (``reduction_chunks``), and
 both products run in full float32 even where the user allows TF32 for f
 (``exact_products``).
 
@@ -79,8 +83,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import (IterateTracker, SolverResult, check_options, check_positive_int, exact_products,
+from ._common import (REL_EPS, IterateTracker, SolverResult, check_options, check_positive_int, exact_products,
                       flatten_problem, restore_dtype)
+from ._native import native
 
 
 CHUNK_TARGET = 8192  # on CUDA: reduction chunks of at least this many elements per sample
@@ -147,28 +152,8 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
     batch, dim = z.shape
     tracker = IterateTracker(z, tol, stop_mode)
     capacity = max_iter - 1 if memory is None else min(memory + 1, max_iter - 1)  # steps kept
-    # Rows first, (C + 1, B, D), each row contiguous: row 1 holds F = z - f(z) of the current
-    # iterate, the others the steps: s_0 in row 0, then s_k in row k + 1 until the ring is
-    # full (after that, "drop_oldest": a new step takes the row of the oldest one; "restart":
-    # s_{m+1} takes row 0, and the next iteration starts again with s_0 = -F in row 0). So
-    # [F, s_1, ..., s_n], what the combination reads, are the contiguous rows 1..n+1, it writes
-    # s_{n+1} straight into row n + 2, and the reduction reads rows 0..n+1: the steps and F
-    # (F^T F is the residual).
-    buf = z.new_empty(max(capacity, 1) + 1, batch, dim)  # (C + 1, B, D)
-    F = buf[1]
-    fz = f_flat(z)
-    torch.sub(z, fz, out=F)
-    tracker.observe(z, fz, F)
-    if max_iter == 1 or not tracker.any_active:
-        return tracker.result(shape)
-    if tracker.failed_rows:  # non-finite already at z0: F = 0 keeps those rows finite
-        F.index_fill_(0, tracker.rows(tracker.failed_rows), 0.0)
-    _first_step(buf[0], F, tracker)  # s_0 = -H0 F = f(z0) - z0 (zero for converged samples)
-    order = [0]  # rows of the steps, chronological
-    wrapped = False  # "drop_oldest" only: the ring is full
-    restarting = False  # "restart" only: this iteration starts a new cycle (its step is -F)
-
-    # The small per-sample matrices live on the host, in float64 (see the module docstring):
+    # The small per-sample matrices live on the host, in float64 (see the module docstring). They
+    # are set up before the first f evaluation, while the host's caches are still warm:
     # scaled = diag(beta) (I - L)^{-1}, L_ij = beta_j s_i^T s_{j+1} (j < i), rows chronological
     # (row 0: oldest factor kept), columns placed by the buffer row of their step (column 0: s_0,
     # column k + 1: s_k; column 1, F's row, all zero). Then u = scaled S^T F = beta * y, with
@@ -190,6 +175,40 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
         mix_device = torch.empty_like(mix, device=z.device)
     chunks = reduction_chunks(dim, z.device)
     exact = exact_products(z.device)  # full float32 products on CUDA; a no-op on a CPU
+    # The compiled small math (solvers._native), when it builds: one call per iteration does
+    # what the NumPy code below does, and the residual norms. None: the NumPy code.
+    lib = native()
+    kernel = lib.small_math if lib is not None else None
+    if kernel is not None:
+        is_f64 = z.dtype == torch.float64
+        later_rows = np.arange(2, capacity + 2, dtype=np.int64)  # buffer rows of s_1..s_n (ring not full)
+        weight_cols = np.arange(capacity + 1, dtype=np.int64)  # weights of F, s_1..s_n (ring not full)
+        scratch = np.empty(2 * batch)  # the kernel's residuals, before they become lists
+        rows_pointers = (later_rows.ctypes.data, weight_cols.ctypes.data)
+        state_pointers = (scaled.ctypes.data, u_after_one.ctypes.data, weights.ctypes.data)
+        scratch_pointer = scratch.ctypes.data
+        active_seen, active_pointer = None, 0
+    # Rows first, (C + 1, B, D), each row contiguous: row 1 holds F = z - f(z) of the current
+    # iterate, the others the steps: s_0 in row 0, then s_k in row k + 1 until the ring is
+    # full (after that, "drop_oldest": a new step takes the row of the oldest one; "restart":
+    # s_{m+1} takes row 0, and the next iteration starts again with s_0 = -F in row 0). So
+    # [F, s_1, ..., s_n], what the combination reads, are the contiguous rows 1..n+1, it writes
+    # s_{n+1} straight into row n + 2, and the reduction reads rows 0..n+1: the steps and F
+    # (F^T F is the residual).
+    buf = z.new_empty(max(capacity, 1) + 1, batch, dim)  # (C + 1, B, D)
+    F = buf[1]
+    fz = f_flat(z)
+    torch.sub(z, fz, out=F)
+    tracker.observe(z, fz, F)
+    if max_iter == 1 or not tracker.any_active:
+        return tracker.result(shape)
+    if tracker.failed_rows:  # non-finite already at z0: F = 0 keeps those rows finite
+        F.index_fill_(0, tracker.rows(tracker.failed_rows), 0.0)
+    _first_step(buf[0], F, tracker)  # s_0 = -H0 F = f(z0) - z0 (zero for converged samples)
+    order = [0]  # rows of the steps, chronological
+    wrapped = False  # "drop_oldest" only: the ring is full
+    restarting = False  # "restart" only: this iteration starts a new cycle (its step is -F)
+
     with np.errstate(all="ignore"):  # stopped samples may carry inf/NaN in the small math; never used
         while True:
             newest = len(order) - 1  # chronological index n of the newest step; n factors exist
@@ -205,15 +224,41 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
             with exact:
                 prods = pair_products(pair, buf[:cols], chunks)  # (B, 2, cols)
             if on_cpu:
-                host, fz_host = prods.numpy(), fz_norm
+                host, fz_host = prods, fz_norm
             else:  # one copy to the host per iteration
                 packed = torch.cat((prods.reshape(-1), fz_norm)).cpu().numpy()
                 host, fz_host = packed[:prods.numel()].reshape(prods.shape), packed[prods.numel():]
-            host = host.astype(np.float64, copy=False)  # (B, 2, cols), by buffer row; one cast for all the small math
-            F_dot, last_dot = (host[:, 0], host[:, 1]) if last > 1 else (host[:, 1], host[:, 0])
-            tracker.record(z_next, [sqrt(x) for x in F_dot[:, 1].tolist()], fz_host.tolist())
-            if tracker.nstep >= max_iter or not tracker.any_active:
-                break
+            if kernel is not None:
+                # Compiled: the residual norms, and (unless this iteration restarts) the small math
+                # of the samples active so far, done before the stop test: a sample that stops here
+                # gets its weights cleared below, and its small math is never read again.
+                if tracker.active is not active_seen:  # replaced, never changed in place
+                    active_seen, active_pointer = tracker.active, tracker.active.ctypes.data
+                if wrapped:
+                    later, placed = np.array(order[1:], np.int64), np.array([1, *order[1:]], np.int64)
+                    pointers = (later.ctypes.data, placed.ctypes.data)
+                else:
+                    pointers = rows_pointers
+                if on_cpu:
+                    prods_pointer, fz_pointer = host.data_ptr(), fz_host.data_ptr()
+                else:
+                    prods_pointer = host.ctypes.data
+                    fz_pointer = prods_pointer + host.nbytes
+                n_active = tracker.n_active
+                tracker.record_residuals(z_next, *kernel(
+                    is_f64, batch, capacity, cols, newest, last, last <= 1, prods_pointer, *pointers, wrapped,
+                    active_pointer, *state_pointers, fz_pointer, REL_EPS, tiny, skip_below, not restarting,
+                    scratch_pointer, tracker.best_metric, tracker.tol, tracker.use_rel))
+                if tracker.nstep >= max_iter or not tracker.any_active:
+                    break
+                if tracker.n_active != n_active:  # stopped just now: no more steps
+                    weights[~tracker.active] = 0.0
+            else:
+                host = (host.numpy() if on_cpu else host).astype(np.float64, copy=False)  # (B, 2, cols), by buffer row
+                F_dot, last_dot = (host[:, 0], host[:, 1]) if last > 1 else (host[:, 1], host[:, 0])
+                tracker.record(z_next, [sqrt(x) for x in F_dot[:, 1].tolist()], fz_host.tolist())
+                if tracker.nstep >= max_iter or not tracker.any_active:
+                    break
             all_active = tracker.n_active == batch
             if tracker.failed_rows:  # back to the last finite iterate, frozen; F = 0 keeps it finite
                 z_next = tracker.roll_back_failed(z_next, z)
@@ -224,44 +269,47 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
                 restarting = False
                 continue
 
-            # Row n of scaled; u = beta * y, chronological. With direction = -H_n F
-            # = -F - sum_{j<n} u_j s_{j+1}, y_n = u_n / beta_n is -s_n^T direction.
-            later = last_dot[:, order[1:]] if wrapped else last_dot[:, 2:cols]  # s_n^T s_1..s_n
-            row = np.matmul(later[:, None], scaled[:, :newest, :cols])  # (B, 1, cols)
-            row[:, 0, last] = 1.0
-            # per sample, in Python floats (cheaper here than a chain of tiny NumPy operations)
-            beta_last = [1.0 / (x + tiny) for x in last_dot[:, last].tolist()]  # 1 / ||s_n||^2
-            np.multiply(row, np.array(beta_last)[:, None, None], out=scaled[:, newest:newest + 1, :cols])
-            u = u_after_one[:, 1:newest + 2]  # (B, n + 1)
-            np.matmul(scaled[:, :newest + 1, :cols], F_dot[:, :, None], out=u[:, :, None])
+            if kernel is None:  # the NumPy code the compiled call replaces
+                # Row n of scaled; u = beta * y, chronological. With direction = -H_n F
+                # = -F - sum_{j<n} u_j s_{j+1}, y_n = u_n / beta_n is -s_n^T direction.
+                later = last_dot[:, order[1:]] if wrapped else last_dot[:, 2:cols]  # s_n^T s_1..s_n
+                row = np.matmul(later[:, None], scaled[:, :newest, :cols])  # (B, 1, cols)
+                row[:, 0, last] = 1.0
+                # per sample, in Python floats (cheaper here than a chain of tiny NumPy operations)
+                beta_last = [1.0 / (x + tiny) for x in last_dot[:, last].tolist()]  # 1 / ||s_n||^2
+                np.multiply(row, np.array(beta_last)[:, None, None], out=scaled[:, newest:newest + 1, :cols])
+                u = u_after_one[:, 1:newest + 2]  # (B, n + 1)
+                np.matmul(scaled[:, :newest + 1, :cols], F_dot[:, :, None], out=u[:, :, None])
 
-            # New factor E_n = I + beta_n s_{n+1} s_n^T, so s_{n+1} = direction / (1 - beta_n s_n^T direction),
-            # with 1 - beta_n s_n^T direction = 1 + u_n. Where that is under sqrt(eps) in size, the update
-            # is skipped (E_n = I, s_{n+1} = direction, beta_n = 0).
-            minus_scale, skipped = [], []
-            for i, x in enumerate(u[:, newest].tolist()):
-                if abs(x + 1.0) > skip_below:
-                    minus_scale.append(-1.0 / (x + 1.0))
-                else:
-                    minus_scale.append(-1.0)
-                    skipped.append(i)
-            if skipped:  # beta_n = 0 (a stopped sample's small math is never used: its weights are 0)
-                scaled[skipped, newest] = 0.0
-            minus_scale = np.array(minus_scale)
+                # New factor E_n = I + beta_n s_{n+1} s_n^T, so s_{n+1} = direction / (1 - beta_n s_n^T direction),
+                # with 1 - beta_n s_n^T direction = 1 + u_n. Where that is under sqrt(eps) in size, the update
+                # is skipped (E_n = I, s_{n+1} = direction, beta_n = 0).
+                minus_scale, skipped = [], []
+                for i, x in enumerate(u[:, newest].tolist()):
+                    if abs(x + 1.0) > skip_below:
+                        minus_scale.append(-1.0 / (x + 1.0))
+                    else:
+                        minus_scale.append(-1.0)
+                        skipped.append(i)
+                if skipped:  # beta_n = 0 (a stopped sample's small math is never used: its weights are 0)
+                    scaled[skipped, newest] = 0.0
+                minus_scale = np.array(minus_scale)
 
-            # Combination pass: s_{n+1} = -scale (F + sum_j u_j s_{j+1}), weights by buffer row.
+                # Combination pass: s_{n+1} = -scale (F + sum_j u_j s_{j+1}), weights by buffer row.
+                if wrapped:  # every row; the oldest step (row order[0]) has weight 0
+                    weights.fill(0.0)
+                    weights[:, 0, order[1:]] = u[:, :newest] * minus_scale[:, None]
+                    weights[:, 0, 1] = minus_scale
+                    if not all_active:
+                        weights[~tracker.active] = 0.0
+                else:  # rows 1..n+1: F, then s_1..s_n
+                    used = weights[:, 0, :newest + 1]  # [1, u_0, ..., u_{n-1}] times -scale
+                    np.multiply(u_after_one[:, :newest + 1], minus_scale[:, None], out=used)
+                    if not all_active:
+                        used[~tracker.active] = 0.0
             if wrapped:  # every row; the oldest step (row order[0]) has weight 0
-                weights.fill(0.0)
-                weights[:, 0, order[1:]] = u[:, :newest] * minus_scale[:, None]
-                weights[:, 0, 1] = minus_scale
-                if not all_active:
-                    weights[~tracker.active] = 0.0
                 mixed, rows = mix, buf
             else:  # rows 1..n+1: F, then s_1..s_n
-                used = weights[:, 0, :newest + 1]  # [1, u_0, ..., u_{n-1}] times -scale
-                np.multiply(u_after_one[:, :newest + 1], minus_scale[:, None], out=used)
-                if not all_active:
-                    used[~tracker.active] = 0.0
                 mixed, rows = mix[:, :, :newest + 1], buf[1:newest + 2]
             if not on_cpu:
                 mix_device.copy_(mix)

@@ -47,6 +47,14 @@ def git_state() -> tuple[str | None, bool | None]:
     return commit or None, dirty
 
 
+def solver_host_math() -> str:
+    """What Broyden's per-iteration small math runs as here: 'compiled (<library>)' or
+    'numpy (<why>)' (solvers._native; it moves the solver's time on a CPU by a few percent)."""
+    from solvers._native import backend
+
+    return backend()
+
+
 def environment(**extra: Any) -> dict[str, Any]:
     """Git commit and dirtiness, versions, devices, host, time; ``extra`` is merged in."""
     import torch
@@ -67,6 +75,7 @@ def environment(**extra: Any) -> dict[str, Any]:
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda
         else [f"cpu ({platform.processor() or platform.machine()})"],
         "cpu_count": os.cpu_count(),
+        "solver_host_math": solver_host_math(),
         "started": utc_now(),
     }
     env.update(extra)

@@ -185,7 +185,7 @@ def run_all(ray, store: SweepStore, runs: list[RunSpec], *, single_node: bool = 
 
     env = {k: v for k, v in os.environ.items()
            if k in ("TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE", "PYTHONPATH", "DEQBENCH_FAULTS",
-                     "DEQBENCH_GIT_COMMIT", "DEQBENCH_GIT_DIRTY",
+                     "DEQBENCH_GIT_COMMIT", "DEQBENCH_GIT_DIRTY", "DEQBENCH_NATIVE", "DEQBENCH_CACHE_DIR", "CC",
                      "RAY_TRAIN_ENABLE_STATE_TRACKING", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")}
     # the run's task (and the Ray Train controller it starts) stays on the driver's node: a
     # lost worker node must not take the bookkeeping with it
