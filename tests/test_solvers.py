@@ -385,13 +385,17 @@ def test_gpu_matches_cpu():
 def test_bench_prints_its_table(capsys):
     from solvers.bench import main
 
-    assert main(["--batch", "2", "--seq", "8", "--dim", "16", "--heads", "2", "--repeats", "3"]) == 0
+    assert main(["--batch", "2", "--seq", "8", "--dim", "16", "--heads", "2", "--repeats", "5"]) == 0
     out = capsys.readouterr().out
-    floor_line = re.search(r"\(2\) CPU floor: .* time ([0-9.]+) <= 1.05 \(median over 3 rounds, middle half "
-                           r"([0-9.]+)-([0-9.]+);", out)
+    # 5 rounds: 2 pairs (one round with each order first), the fifth round left out of the pairs
+    floor_line = re.search(r"\(2\) CPU floor: .* time ([0-9.]+) <= 1.05 \(median over 2 pairs of rounds, one in "
+                           r"each order; middle half ([0-9.]+)-([0-9.]+); rounds with broyden first ([0-9.]+), "
+                           r"with the floor first ([0-9.]+);", out)
     assert floor_line, out
-    median, q1, q3 = map(float, floor_line.groups())
+    median, q1, q3, first, second = map(float, floor_line.groups())
     assert q1 <= median <= q3
+    assert min(first, second) / 2 < median < 2 * max(first, second)  # a pair's ratio lies near its rounds'
+    assert "Broyden's small math: compiled (" in out or "Broyden's small math: numpy (" in out
     for row in ("broyden ", "broyden(memory=8)", "anderson", "fixed_point_iter", "broyden passes only", "overhead",
                 "spectral radius"):
         assert row in out
