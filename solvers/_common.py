@@ -101,12 +101,15 @@ def flatten_problem(solver: str, f: Callable[[Tensor], Tensor], z0: Tensor
     batch = shape[0]
     work = torch.float32 if dtype in LOW_PRECISION else dtype  # solver state: float32 at least
 
+    cast_in = work != dtype  # once per f evaluation: skip the no-op casts (each a call into torch)
+
     def f_flat(z: Tensor) -> Tensor:
-        fz = f(z.view(shape).to(dtype))
+        fz = f(z.view(shape).to(dtype) if cast_in else z.view(shape))
         if not isinstance(fz, Tensor) or fz.shape != shape:
             got = tuple(fz.shape) if isinstance(fz, Tensor) else type(fz).__name__
             raise ValueError(f"{solver}: f must return a tensor shaped like z0 {tuple(shape)}, got {got}")
-        return fz.reshape(batch, -1).to(work)  # (B, D)
+        flat = fz.reshape(batch, -1)  # (B, D)
+        return flat if flat.dtype == work else flat.to(work)
 
     return f_flat, z0.detach().reshape(batch, -1).to(work, copy=True)  # (B, D)
 
