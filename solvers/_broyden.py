@@ -39,9 +39,10 @@ is one call per iteration into a small C extension (``solvers._native``, built o
 use), which also gives the residual norms and the stop test's common case; where it cannot
 be built, a few NumPy calls (two small products and the writes around them) with the
 per-sample scalar steps in plain Python over the B samples, the same iterates (bitwise in
-float32; tests/test_native.py). On the bench's problem the compiled call brought Broyden
-from 1.06 to 1.02-1.03 times its floor. The host arrays are set up before the first f
-evaluation, while the caches are warm. On CUDA the reduction splits each sample into chunks (``reduction_chunks``), and
+float32; tests/test_native.py). On the bench's problem (target (2), 2026-12-01) Broyden
+measured 1.02-1.04 times its floor with the compiled call (1.03-1.10 while the machine was
+noisy), 1.06 with the NumPy code, and 1.06-1.08 before this round. The host arrays are set
+up before the first f evaluation, while the caches are warm. On CUDA the reduction splits each sample into chunks (``reduction_chunks``), and
 both products run in full float32 even where the user allows TF32 for f
 (``exact_products``).
 
