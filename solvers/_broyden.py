@@ -42,9 +42,9 @@ per-sample scalar steps in plain Python over the B samples, the same iterates (b
 float32; tests/test_native.py). On the bench's problem (target (2), 2026-12-01) Broyden
 measured 1.02-1.04 times its floor with the compiled call (1.03-1.10 while the machine was
 noisy), 1.06 with the NumPy code, and 1.06-1.08 before this round. The host arrays are set
-up before the first f evaluation, while the caches are warm. On CUDA the reduction splits each sample into chunks (``reduction_chunks``), and
-both products run in full float32 even where the user allows TF32 for f
-(``exact_products``).
+up before the first f evaluation, while the caches are warm. On CUDA the reduction splits
+each sample into chunks (``reduction_chunks``), and both products run in full float32 even
+where the user allows TF32 for f (``exact_products``).
 
 Per sample: its own steps, small matrices and factors; samples that converged (or met
 non-finite values) take zero steps from then on. An update whose denominator

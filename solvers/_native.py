@@ -7,11 +7,12 @@ memory passes (``python -m solvers.bench``, target (2)); the NumPy code costs a 
 percent more there, and nothing changes on what a solve returns.
 
 Build: ``$CC`` (else ``cc``) with ``-O2 -shared -fPIC -ffp-contract=off`` and Python's
-headers, once per source version, Python version and platform, into ``$DEQBENCH_CACHE_DIR`` (default ``$XDG_CACHE_HOME/deqbench``,
-else ``~/.cache/deqbench``; a temporary folder when that cannot be written). The library
-is written under a temporary name and renamed into place, so processes that build it at
-the same moment (the workers of one run) all load a whole file. The build takes about a
-tenth of a second.
+headers, once per source version, Python version and platform, into ``$DEQBENCH_CACHE_DIR``
+(default ``$XDG_CACHE_HOME/deqbench``, else ``~/.cache/deqbench``; a folder of one's own
+in the temporary folder when that cannot be written). A library is loaded only from a
+folder the user owns and nobody else can write to. It is written under a temporary name
+and renamed into place, so processes that build it at the same moment (the workers of one
+run) all load a whole file; a damaged one is built again. The build takes about 0.2 s.
 
 ``DEQBENCH_NATIVE`` chooses: ``auto`` (the default) uses the compiled code when it builds
 and falls back to NumPy with one warning when it cannot; ``0`` always uses NumPy; ``1``
@@ -45,7 +46,7 @@ class Native:
     """The loaded extension: ``small_math`` (see ``_broyden_host.c``) and where it was built."""
 
     path: Path
-    small_math: Callable[..., tuple[list[float], list[float]]]
+    small_math: Callable[..., tuple[list[float], list[float], bool]]
 
 
 _loaded: Native | None = None
@@ -79,13 +80,12 @@ def _build(target: Path) -> None:
     compiler = os.environ.get("CC", "cc")
     if shutil.which(compiler.split()[0]) is None:
         raise RuntimeError(f"no C compiler: {compiler!r} is not on PATH (set CC to one)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
-    os.close(fd)
     include = sysconfig.get_paths()["include"]
     if not (Path(include) / "Python.h").is_file():
         raise RuntimeError(f"Python's C headers are not installed (no {include}/Python.h)")
     extra = ["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else []
+    fd, partial = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
+    os.close(fd)
     try:
         cmd = [*compiler.split(), *FLAGS, *extra, f"-I{include}", "-o", partial, str(SOURCE), "-lm"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -109,6 +109,17 @@ def _load(path: Path) -> Native:
     return Native(path, module.small_math)
 
 
+def _own_folder(place: Path) -> None:
+    """Make ``place`` (mode 0700 when new) and check that this user owns it and that nobody
+    else can write to it: a library found there is loaded into the process."""
+    place.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = place.stat()
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise RuntimeError(f"{place} belongs to another user; not loading code from it")
+    if info.st_mode & 0o022:
+        raise RuntimeError(f"{place} can be written by other users; not loading code from it")
+
+
 def _build_and_load() -> Native:
     name = _library_name()
     places = [cache_dir()]
@@ -118,6 +129,7 @@ def _build_and_load() -> Native:
     for place in places:
         target = place / name
         try:
+            _own_folder(place)
             if target.exists():
                 try:
                     return _load(target)

@@ -191,6 +191,17 @@ def test_a_damaged_library_in_the_cache_is_built_again(tmp_path):
     assert out.startswith("compiled (")
 
 
+def test_a_cache_folder_others_can_write_to_is_not_loaded_from(tmp_path):
+    cache = tmp_path / "shared"
+    cache.mkdir()
+    cache.chmod(0o777)  # anyone could have put a library there
+    proc = _python(SOLVE, cache, DEQBENCH_NATIVE="1", **_pythonpath())
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "can be written by other users; not loading code from it" in err
+    assert not list(cache.iterdir())  # nothing built there either
+
+
 @needs_compiler
 def test_the_kernel_refuses_sizes_out_of_range(monkeypatch):
     monkeypatch.setenv("DEQBENCH_NATIVE", "1")
