@@ -36,6 +36,19 @@ from pathlib import Path
 from typing import Callable
 
 SOURCE = Path(__file__).with_name("_broyden_host.c")
+
+
+def _read_source() -> bytes | None:
+    try:
+        return SOURCE.read_bytes()
+    except OSError:
+        return None
+
+
+# Read once, at import: under `ray job submit` the nodes of one machine unpack the working
+# folder again while the driver runs (removing it first), so a file read later may be missing
+# for a moment (tests/test_cluster.py saw it); the build compiles a copy of these bytes.
+SOURCE_TEXT = _read_source()
 CHOICES = ("auto", "0", "1")
 FLAGS = ("-O2", "-shared", "-fPIC", "-ffp-contract=off")
 MODULE = "solvers._broyden_host"
@@ -55,7 +68,8 @@ _warned = False
 _lock = threading.Lock()
 
 
-def _choice() -> str:
+def choice() -> str:
+    """DEQBENCH_NATIVE as one of ``CHOICES``; ValueError naming the variable otherwise."""
     value = os.environ.get("DEQBENCH_NATIVE", "auto").strip().lower() or "auto"
     if value not in CHOICES:
         raise ValueError(f"environment variable DEQBENCH_NATIVE must be one of {CHOICES}, got {value!r}")
@@ -71,8 +85,14 @@ def cache_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "deqbench"
 
 
+def _source_text() -> bytes:
+    if SOURCE_TEXT is None:
+        raise RuntimeError(f"the C source {SOURCE} was missing when solvers._native was imported")
+    return SOURCE_TEXT
+
+
 def _library_name() -> str:
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(_source_text() + " ".join(FLAGS).encode()).hexdigest()[:16]
     return f"broyden_host-{digest}{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"  # EXT_SUFFIX: Python, platform
 
 
@@ -86,15 +106,19 @@ def _build(target: Path) -> None:
     extra = ["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else []
     fd, partial = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
     os.close(fd)
+    fd, source = tempfile.mkstemp(prefix=target.name + ".", suffix=".c", dir=target.parent)
+    with os.fdopen(fd, "wb") as out:
+        out.write(_source_text())
     try:
-        cmd = [*compiler.split(), *FLAGS, *extra, f"-I{include}", "-o", partial, str(SOURCE), "-lm"]
+        cmd = [*compiler.split(), *FLAGS, *extra, f"-I{include}", "-o", partial, source, "-lm"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip()[-400:]}")
         os.replace(partial, target)  # whole file or nothing, for every process that loads it
     finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
+        for leftover in (partial, source):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 def _load(path: Path) -> Native:
@@ -145,12 +169,12 @@ def _build_and_load() -> Native:
 def native() -> Native | None:
     """The compiled host work, built and loaded on first call; None where NumPy is used."""
     global _loaded, _failure
-    choice = _choice()
-    if choice == "0":
+    wanted = choice()
+    if wanted == "0":
         return None
     if _loaded is not None:
         return _loaded
-    if _failure is not None and choice == "auto":
+    if _failure is not None and wanted == "auto":
         return None
     with _lock:  # one build per process, whichever thread asks first
         if _loaded is None:
@@ -161,7 +185,7 @@ def native() -> Native | None:
                 _failure = str(exc)
     if _loaded is not None:
         return _loaded
-    if choice == "1":
+    if wanted == "1":
         raise RuntimeError(f"DEQBENCH_NATIVE=1 but the solvers' compiled host work could not be built: {_failure}")
     if not _warned:
         _warn(_failure)
@@ -183,5 +207,5 @@ def backend() -> str:
         return f"none: {exc}"
     if lib is not None:
         return f"compiled ({lib.path})"
-    return "numpy (DEQBENCH_NATIVE=0)" if _choice() == "0" else f"numpy ({_failure})"
+    return "numpy (DEQBENCH_NATIVE=0)" if choice() == "0" else f"numpy ({_failure})"
 

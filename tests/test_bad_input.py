@@ -391,3 +391,11 @@ def test_real_cli_resources_no_node_has(tmp_path: Path) -> None:
     proc = run_real_cli(job, tmp_path, "--num-cpus", "2", "--dashboard-port", str(free_port()))
     line = assert_rejected(proc.returncode, proc.stderr, tmp_path, job, "resources", "64", "largest: 2")
     assert "no node" in line
+
+
+def test_a_bad_DEQBENCH_NATIVE_is_refused_before_anything_runs(tmp_path: Path, run_cli, monkeypatch) -> None:
+    """Every solve in every worker reads it: a bad value must stop the sweep here, in one line."""
+    monkeypatch.setenv("DEQBENCH_NATIVE", "fast")
+    job = write_job(tmp_path)
+    assert_rejected(*run_cli(job), tmp_path, job, "", "environment variable DEQBENCH_NATIVE must be one of",
+                    "('auto', '0', '1')", "got 'fast'")

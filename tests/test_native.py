@@ -181,6 +181,19 @@ def test_processes_that_build_at_once_all_load_a_whole_library(tmp_path):
 
 
 @needs_compiler
+def test_the_build_needs_the_source_only_at_import(tmp_path):
+    # under `ray job submit` the working folder is unpacked again while the driver runs, so the
+    # C file may be missing for a moment when the first solve builds the library
+    code = ("from pathlib import Path; import solvers._native as n; n.SOURCE = Path('/nonexistent/x.c'); "
+            + SOLVE)
+    proc = _python(code, tmp_path / "cache", DEQBENCH_NATIVE="1", **_pythonpath())
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.startswith("compiled (")
+    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".so"]  # the copy of the source removed
+
+
+@needs_compiler
 def test_a_damaged_library_in_the_cache_is_built_again(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()

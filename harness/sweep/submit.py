@@ -210,6 +210,7 @@ def _import_driver_modules() -> None:
     import harness.sweep.checks  # noqa: F401
     import harness.sweep.launch  # noqa: F401
     import harness.watch.progress  # noqa: F401
+    import solvers._native  # noqa: F401  (it also reads its C source at import)
 
 
 def start_ray(args: argparse.Namespace):
@@ -321,6 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     name_cpu_accelerator()
     try:
         job, text, runs = prepare(args)
+        from solvers._native import choice as native_choice
+
+        try:  # read by every solve in every worker: a bad value fails here, not in each of them
+            native_choice()
+        except ValueError as exc:
+            raise JobFileError(args.job_file, "", str(exc)) from None
         if args.dry_run:
             return 0
         from harness.sweep.checks import check_output_dir
