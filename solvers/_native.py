@@ -104,12 +104,13 @@ def _build(target: Path) -> None:
     if not (Path(include) / "Python.h").is_file():
         raise RuntimeError(f"Python's C headers are not installed (no {include}/Python.h)")
     extra = ["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else []
-    fd, partial = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
-    os.close(fd)
-    fd, source = tempfile.mkstemp(prefix=target.name + ".", suffix=".c", dir=target.parent)
-    with os.fdopen(fd, "wb") as out:
-        out.write(_source_text())
+    partial = source = ""
     try:
+        fd, partial = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
+        os.close(fd)
+        fd, source = tempfile.mkstemp(prefix=target.name + ".", suffix=".c", dir=target.parent)
+        with os.fdopen(fd, "wb") as out:
+            out.write(_source_text())
         cmd = [*compiler.split(), *FLAGS, *extra, f"-I{include}", "-o", partial, source, "-lm"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
@@ -117,7 +118,7 @@ def _build(target: Path) -> None:
         os.replace(partial, target)  # whole file or nothing, for every process that loads it
     finally:
         for leftover in (partial, source):
-            if os.path.exists(leftover):
+            if leftover and os.path.exists(leftover):
                 os.unlink(leftover)
 
 

@@ -63,6 +63,7 @@ from ._broyden import broyden, pair_products, reduction_chunks
 from ._fixed_point import fixed_point_iter
 from ._jacobian import jacobian_spectral_radius
 from ._native import backend as native_backend
+from ._native import choice as native_choice
 
 FLOOR_TARGET = 1.05  # (2) Broyden time / its memory passes alone, on a CPU
 GPU_TARGETS = {(16, 64, 128): 2.0, (32, 256, 512): 1.48}  # (3) (B, T, D) -> overhead ratio on CUDA
@@ -456,6 +457,10 @@ def parse_args(argv: Sequence[str] | None) -> BenchConfig:
         p.error(f"--tol and --init-std must be positive numbers, got {a.tol} and {a.init_std}")
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         p.error(f"--device {a.device}: CUDA is not available here")
+    try:
+        native_choice()
+    except ValueError as exc:
+        p.error(str(exc))
     return BenchConfig(batch=a.batch, seq=a.seq, dim=a.dim, heads=a.heads, init_std=a.init_std,
                        device=a.device, dtype=a.dtype, repeats=a.repeats, max_iter=a.max_iter,
                        tol=a.tol, stop_mode=a.stop_mode, memory=a.memory, seed=a.seed)

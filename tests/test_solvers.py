@@ -415,6 +415,16 @@ def test_bench_rejects_bad_options(capsys):
     assert "--repeats must be >= 1, got 0" in capsys.readouterr().err
 
 
+def test_bench_rejects_a_bad_DEQBENCH_NATIVE(capsys, monkeypatch):
+    from solvers.bench import main
+
+    monkeypatch.setenv("DEQBENCH_NATIVE", "on")
+    with pytest.raises(SystemExit) as exc:
+        main([])
+    assert exc.value.code == 2
+    assert "DEQBENCH_NATIVE must be one of ('auto', '0', '1'), got 'on'" in capsys.readouterr().err
+
+
 def test_bench_floor_row_takes_fixed_point_steps():
     """The bench's 'passes only' row makes Broyden's memory passes with s = -F: its iterates
     are those of fixed-point iteration, so its timing runs on sane values."""
