@@ -336,7 +336,7 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float]:
     """First and third quartile (the middle half of the rounds); NaN with fewer than 2 values."""
     if len(values) < 2:
         return math.nan, math.nan
-    q1, _, q3 = statistics.quantiles(values, n=4)
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")  # within the values, even for a few
     return q1, q3
 
 
