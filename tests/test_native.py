@@ -16,6 +16,7 @@ import torch
 
 from solvers import _native, broyden
 from solvers.bench import BenchConfig, TransformerCell, ill_conditioned_affine
+from solver_problems import skew_and_contraction
 
 ROOT = Path(__file__).resolve().parents[1]
 CAN_BUILD = shutil.which(os.environ.get("CC", "cc").split()[0]) is not None and \
@@ -36,12 +37,8 @@ def _cell(dtype: torch.dtype):
 
 
 def _skew_and_contraction():
-    """Sample 0: every update's denominator is about 1e-10 (each update is skipped); sample 1 a contraction."""
-    skew = torch.tensor([[1e-10, 1.0], [-1.0, 0.0]], dtype=torch.float64)
-    a = torch.stack([torch.eye(2, dtype=torch.float64) - skew,
-                     0.3 * torch.randn(2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)])
-    c = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64)
-    return (lambda z: torch.einsum("bij,bj->bi", a, z) + c), torch.zeros(2, 2, dtype=torch.float64)
+    a, c, z0 = skew_and_contraction()
+    return (lambda z: torch.einsum("bij,bj->bi", a, z) + c), z0
 
 
 def _turns_nan():

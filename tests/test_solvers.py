@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import solvers
+from solver_problems import skew_and_contraction
 from solvers import SOLVERS, SolverResult, anderson, broyden, fixed_point_iter, get_solver, register_solver
 
 SOLVER_NAMES = ["broyden", "anderson", "fixed_point_iter"]
@@ -130,11 +131,7 @@ def test_broyden_skips_an_update_whose_denominator_vanishes_per_sample():
     # this problem is fixed-point iteration, whose residual grows by sqrt(2) per step (dividing by
     # the denominator instead would blow the step up by 1e10). Sample 1, a contraction beside it,
     # updates as usual.
-    skew = torch.tensor([[1e-10, 1.0], [-1.0, 0.0]], dtype=torch.float64)
-    a = torch.stack([torch.eye(2, dtype=torch.float64) - skew,
-                     0.3 * torch.randn(2, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)])
-    c = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64)
-    z0 = torch.zeros(2, 2, dtype=torch.float64)
+    a, c, z0 = skew_and_contraction()
     res = broyden(lambda z: torch.einsum("bij,bj->bi", a, z) + c, z0, max_iter=6, tol=0.0)
     growth = res.abs_trace[0, 1:] / res.abs_trace[0, :-1]
     torch.testing.assert_close(growth, torch.full_like(growth, math.sqrt(2.0)), rtol=1e-8, atol=0.0)
