@@ -260,7 +260,6 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
                 tracker.record(z_next, [sqrt(x) for x in F_dot[:, 1].tolist()], fz_host.tolist())
                 if tracker.nstep >= max_iter or not tracker.any_active:
                     break
-            all_active = tracker.n_active == batch
             if tracker.failed_rows:  # back to the last finite iterate, frozen; F = 0 keeps it finite
                 z_next = tracker.roll_back_failed(z_next, z)
                 F.index_fill_(0, tracker.rows(tracker.failed_rows), 0.0)
@@ -271,6 +270,7 @@ def _broyden_flat(f_flat: Callable[[Tensor], Tensor], z: Tensor, shape: torch.Si
                 continue
 
             if kernel is None:  # the NumPy code the compiled call replaces
+                all_active = tracker.n_active == batch
                 # Row n of scaled; u = beta * y, chronological. With direction = -H_n F
                 # = -F - sum_{j<n} u_j s_{j+1}, y_n = u_n / beta_n is -s_n^T direction.
                 later = last_dot[:, order[1:]] if wrapped else last_dot[:, 2:cols]  # s_n^T s_1..s_n
