@@ -32,8 +32,8 @@ Statistics: ``nfe`` (forward cell evaluations: solver steps plus the evaluations
 that build the differentiable output), ``fwd_nstep``, ``fwd_abs_res_mean/max``,
 ``fwd_rel_res_mean/max``, ``fwd_converged_frac``, ``solver_time_s``; during warm-up
 only ``nfe`` and ``deq_pretrain`` = 1. ``backward_stats()`` after loss.backward():
-``bwd_nstep``, ``bwd_res_mean/max`` (relative residual of the adjoint solve) and
-``bwd_solver_time_s`` when a backward solve ran (grad "ift"), otherwise {}.
+``bwd_nstep``, ``bwd_res_mean/max`` (relative residual of the adjoint solve),
+``bwd_converged_frac`` and ``bwd_solver_time_s`` when a backward solve ran (grad "ift"), otherwise {}.
 """
 from __future__ import annotations
 
@@ -294,6 +294,7 @@ class DEQ(DepthStrategy):
                 return {}  # phantom / unroll: no adjoint solve, its cost is in the forward nfe
             rel = bwd.rel_residual.detach()
             return {"bwd_nstep": float(bwd.nstep), "bwd_res_mean": rel.mean().item(),
-                    "bwd_res_max": rel.max().item(), "bwd_solver_time_s": float(bwd.time_s)}
+                    "bwd_res_max": rel.max().item(), "bwd_solver_time_s": float(bwd.time_s),
+                    "bwd_converged_frac": bwd.converged.float().mean().item()}
 
         return DepthResult(z=z_star, stats=stats, aux_loss=aux_loss, backward_stats=backward_stats)

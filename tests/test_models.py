@@ -217,7 +217,7 @@ def test_deq_reports_forward_and_backward_solver_statistics() -> None:
     assert out.backward_stats() == {}  # nothing before backward
     out.loss.backward()
     bwd = out.backward_stats()
-    assert set(bwd) == {"bwd_nstep", "bwd_res_mean", "bwd_res_max", "bwd_solver_time_s"}
+    assert set(bwd) == {"bwd_nstep", "bwd_res_mean", "bwd_res_max", "bwd_solver_time_s", "bwd_converged_frac"}
     assert bwd["bwd_nstep"] >= 1 and bwd["bwd_res_max"] >= bwd["bwd_res_mean"]
 
 

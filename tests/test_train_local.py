@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from harness.records import RunRecord
 from sweep_helpers import COMMON_METRICS, DEQ_METRICS, LM_METRICS, REPO, assert_keys_in_schema, finite, tiny_job
 
@@ -35,6 +37,12 @@ def test_one_run_without_ray_writes_the_same_records(tmp_path):
         assert summary[f"{name}_time_p10_s"] <= summary[f"{name}_time_s"] <= summary[f"{name}_time_p90_s"]
     assert summary["peak_mem_bytes"] is None  # a CPU has no allocator peak worth recording
     assert summary["spectral_radius"] > 0 and summary["infer_time_s"] > 0
+    # the per-step and per-batch times a one-seed ratio's interval is taken over
+    import statistics
+
+    assert statistics.median(summary["step_times_s"]) == pytest.approx(summary["step_time_s"], abs=1e-6)
+    assert statistics.median(summary["infer_times_s"]) == pytest.approx(summary["infer_time_s"], abs=1e-6)
+    assert 0.0 <= summary["fwd_unconverged_frac"] <= 1.0 and 0.0 <= summary["bwd_unconverged_frac"] <= 1.0
     evals = [r for r in rec.read_metrics() if r["kind"] == "eval"]
     assert evals and all(r["spectral_radius"] > 0 for r in evals)
     # TensorBoard's own reader sees the same curves
@@ -104,3 +112,28 @@ def test_corrupted_checkpoint_is_refused_and_the_run_starts_again(tmp_path):
     note = status["checkpoint_refused"]
     assert "could not be read" in note and "step 0" in note and "\n" not in note, note
     assert [r["step"] for r in rec.read_metrics() if r["kind"] == "train"] == [2, 4, 6, 8]
+
+
+def test_the_same_spec_and_seed_give_the_same_figures(tmp_path):
+    """Reproducible by seed (docs/verdicts.md): one CPU worker, the same spec, seed and commit,
+    twice: every loss and evaluation figure and the trained parameters (their SHA-256) are
+    bitwise equal; only timings differ."""
+    job = tiny_job(tmp_path, "repro", [{"kind": "deq", "max_iter": 6, "backward_max_iter": 6}], steps=6,
+                   extra_train={"measure_steps": 2, "eval_interval": 3, "checkpoint_interval": 0})
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": os.environ.get(
+        "TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))}
+    records = []
+    for attempt in ("a", "b"):
+        proc = subprocess.run([sys.executable, "-m", "harness.train", str(job), "--run", "deq6", "--results",
+                               str(tmp_path / attempt)], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        rec = RunRecord(next((tmp_path / attempt / "repro" / "runs").iterdir()))
+        records.append(rec)
+    first, second = (r.read_summary() for r in records)
+    for key in ("train_loss", "val_loss", "val_ppl", "test_loss", "test_ppl", "rank_param_sha", "spectral_radius",
+                "fwd_nstep_mean", "fwd_rel_res_mean", "bwd_res_mean", "activation_bytes", "nfe"):
+        assert first[key] == second[key], key
+    untimed = [[{k: v for k, v in line.items() if "time" not in k and k not in ("elapsed_s", "tokens_per_s")}
+                for line in r.read_metrics()] for r in records]
+    assert untimed[0] == untimed[1] and len(untimed[0]) > 3

@@ -120,6 +120,14 @@ infer_time_s            | s        | speed    | summary       | -               
 infer_peak_mem_bytes    | bytes    | memory   | summary       | CUDA                    | inference: peak allocated memory
                         |          |          |               |                         | during the final validation pass
                         |          |          |               |                         | (CUDA; not measured on a CPU)
+step_times_s            | s        | samples  | summary       | -                       | rank 0's timed step times, in
+                        |          |          |               |                         | order (a list: the steps after
+                        |          |          |               |                         | the warm-up of the last attempt):
+                        |          |          |               |                         | the spread a one-seed step-time
+                        |          |          |               |                         | ratio's interval is taken over
+infer_times_s           | s        | samples  | summary       | -                       | rank 0's per-batch inference times
+                        |          |          |               |                         | of the final validation pass (a
+                        |          |          |               |                         | list)
 lr                      | -        | speed    | train         | -                       | the learning rate at that step
 wall_time_s             | s        | speed    | summary       | -                       | the run's training time, summed
                         |          |          |               |                         | over its attempts (time waiting
@@ -181,6 +189,13 @@ bwd_res_mean            | -        | depth    | summary       | deq, grad ift   
                         |          |          |               |                         | the batch means
 bwd_res_max             | -        | depth    | summary       | deq, grad ift           | adjoint relative residual, largest
                         |          |          |               |                         | per-sample value
+fwd_unconverged_frac    | -        | depth    | summary       | deq                     | share of the forward solves
+                        |          |          |               |                         | (samples x training steps, every
+                        |          |          |               |                         | rank) that ended above tol, at
+                        |          |          |               |                         | max_iter: 0 is every solve
+                        |          |          |               |                         | converged
+bwd_unconverged_frac    | -        | depth    | summary       | deq, grad ift           | the same for the adjoint
+                        |          |          |               |                         | (backward) solves
 spectral_radius         | -        | depth    | summary eval  | deq                     | rho(J_f(z*)): spectral radius of
                         |          |          |               |                         | the cell's Jacobian at the
                         |          |          |               |                         | equilibrium, power iteration on

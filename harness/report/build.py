@@ -80,7 +80,7 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ba
 
     models = model_frame(data, baseline)
     tables = display_tables(models, baseline)
-    claims = claims_table(models, data.extra_fields)
+    claims = claims_table(data, models)
     if claims is not None:
         tables.append(claims)
     figures = build_figures(data, models)

@@ -2,9 +2,11 @@
 
 - :func:`model_frame`: one row per model (runs grouped by everything but the seed),
   ``<metric>_mean``, ``<metric>_std`` (sample std, ddof=1), ``<metric>_ci95`` (half-width of
-  the 95% t-interval, ``harness.report.stats``) and ``n`` over its finished runs; the
-  quality difference to the baseline model (``quality_diff`` with Welch's ``quality_diff_ci95``
-  and ``quality_verdict``: better / worse / no measurable difference); the columns relative
+  the 95% t-interval, ``harness.report.stats``) and ``n`` over its finished runs; what the
+  model and its baseline are matched on (``matched``) and, where matched in parameters, the
+  equivalence verdict of its quality (``quality_diff``, ``quality_ci90_lo/hi``,
+  ``quality_margin``, ``quality_verdict``: equal / better / worse / inconclusive,
+  ``harness.report.verdicts``); a DEQ's ``solver_health``; the columns relative
   to the baseline: ``activation_saved_pct`` and
   ``peak_mem_saved_pct`` (100 * (1 - model / baseline), so positive means less memory)
   and ``slowdown_x`` (step time / baseline step time); whether the model learned anything
@@ -26,8 +28,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from harness.records import schema
+from harness.records.compare import CompareSettings, read_compare
 from harness.report.data import METRIC_FIELDS, IDENTITY_FIELDS, SweepData, order_strategies
-from harness.report import stats
+from harness.report import stats, verdicts
 from harness.report.units import EM_DASH, format_stat, format_value, is_missing
 
 RELATIVE_FIELDS = ("activation_saved_pct", "peak_mem_saved_pct", "slowdown_x")
@@ -115,6 +119,7 @@ def _relative(values: dict, base: pd.Series | None) -> dict:
 def model_frame(data: SweepData, baseline: str | None = None) -> pd.DataFrame:
     """One row per model over its finished runs: means, stds, n, and baseline-relative columns."""
     baseline = choose_baseline(data, baseline)
+    settings, _ = read_compare(data.meta)
     finished = data.finished
     rows = []
     for model_key, runs in finished.groupby("model_key", sort=False):
@@ -142,7 +147,7 @@ def model_frame(data: SweepData, baseline: str | None = None) -> pd.DataFrame:
         base = _match_baseline(row, candidates, data.group_fields)
         means = {m: row[f"{m}_mean"] for m in ("activation_bytes", "peak_mem_bytes", "step_time_s")}
         relative.append(_relative(means, base))
-        relative[-1].update(_quality_difference(row, base))
+        relative[-1].update(_quality_difference(row, base, settings))
     added = {key: [r[key] for r in relative] for key in ("baseline_model", *RELATIVE_FIELDS, *QUALITY_DIFF_FIELDS)}
     verdicts = [learned_verdict(row) for _, row in frame.iterrows()]
     added["learned"] = [v for v, _ in verdicts]
@@ -186,22 +191,33 @@ def learned_verdict(row: pd.Series) -> tuple[str, str]:
     return "", ""
 
 
-# The figure a model's quality is judged by, per task, and whether higher is better.
-QUALITY_METRIC = {"lm": ("val_ppl", False), "copy": ("val_acc", True)}
-QUALITY_DIFF_FIELDS = ("quality_metric", "quality_diff", "quality_diff_ci95", "quality_verdict")
+QUALITY_METRIC = verdicts.QUALITY_METRIC  # task -> (the figure quality is judged by, higher is better)
+QUALITY_DIFF_FIELDS = ("matched", "quality_metric", "quality_diff", "quality_ci90_lo", "quality_ci90_hi",
+                       "quality_margin", "quality_verdict", "quality_seeds_needed", "quality_text",
+                       "solver_health", "solver_flagged")
 
 
-def _quality_difference(row: pd.Series, base: pd.Series | None) -> dict:
-    """The model's quality minus its baseline's, with Welch's 95% interval and the verdict."""
-    metric, higher_is_better = QUALITY_METRIC.get(str(row["task"]), (None, False))
-    empty = {"quality_metric": metric, "quality_diff": math.nan, "quality_diff_ci95": math.nan,
-             "quality_verdict": ""}
-    if metric is None or base is None or base["model"] == row["model"] or f"{metric}_mean" not in row:
-        return empty
-    diff, half = stats.difference_ci95(row[f"{metric}_mean"], row[f"{metric}_std"], int(row[f"{metric}_n"]),
-                                       base[f"{metric}_mean"], base[f"{metric}_std"], int(base[f"{metric}_n"]))
-    return {"quality_metric": metric, "quality_diff": diff, "quality_diff_ci95": half,
-            "quality_verdict": stats.verdict(diff, half, higher_is_better)}
+def _quality_difference(row: pd.Series, base: pd.Series | None, settings: CompareSettings) -> dict:
+    """What the model is matched on against its baseline and, where matched in parameters, the
+    equivalence verdict of its quality (harness.report.verdicts); the DEQ's solver health."""
+    metric, _ = QUALITY_METRIC.get(str(row["task"]), (None, False))
+    flagged, health = verdicts.solver_health(row)
+    out = {"matched": "", "quality_metric": metric, "quality_diff": math.nan, "quality_ci90_lo": math.nan,
+           "quality_ci90_hi": math.nan, "quality_margin": math.nan, "quality_verdict": "",
+           "quality_seeds_needed": math.nan, "quality_text": "", "solver_health": health, "solver_flagged": flagged}
+    if base is None or base["model"] == row["model"]:
+        return out
+    pair = verdicts.make_pair(row, base, settings)
+    out["matched"] = pair.matched_on()
+    if metric is None or not pair.params_matched:
+        return out
+    verdict = verdicts.quality_verdict(row, base, settings)
+    if verdict is None:
+        return out
+    out.update({"quality_diff": verdict.diff, "quality_ci90_lo": verdict.ci90[0], "quality_ci90_hi": verdict.ci90[1],
+                "quality_margin": verdict.margin, "quality_verdict": verdict.verdict,
+                "quality_seeds_needed": verdict.seeds_needed or math.nan, "quality_text": verdict.text()})
+    return out
 
 
 def summary_frame(data: SweepData, models: pd.DataFrame) -> pd.DataFrame:
@@ -223,8 +239,9 @@ def summary_frame(data: SweepData, models: pd.DataFrame) -> pd.DataFrame:
     grid = sorted(c for c in runs.columns if c.startswith("grid."))
     spec = sorted(c for c in runs.columns if c.startswith("spec."))
     known = set(head) | set(IDENTITY_FIELDS) | set(METRIC_FIELDS) | {"baseline_model", *RELATIVE_FIELDS}
+    samples = set(schema.keys("summary", "samples"))  # per-step lists: in summary.json, not the CSV
     other = sorted(c for c in runs.columns if c not in known and c not in grid and c not in spec
-                   and c not in ("model_key",))
+                   and c not in ("model_key",) and c not in samples)
     order = [*head, *IDENTITY_FIELDS, *METRIC_FIELDS, "baseline_model", *RELATIVE_FIELDS, *other, *grid, *spec]
     return runs[[c for c in order if c in runs.columns]]
 
@@ -259,8 +276,17 @@ LEARNED = Column("learned", "learned_text", "text",
                  "the unigram perplexity (the training split's word frequencies); copy: val acc above "
                  "chance (12.5%) by more than the 95% binomial bound over its recalled digits")
 VS_BASELINE = Column("vs baseline", "quality_diff", "text",
-                     "quality minus the baseline model's (val ppl: lower is better; val acc: higher), "
-                     "95% Welch t-interval over seeds")
+                     "equivalence against the baseline model matched in parameters: equal when the 90% "
+                     "Welch interval of the difference lies inside the job file's margin, better / worse "
+                     "when the 95% interval excludes zero, else inconclusive; unmatched pairs are marked "
+                     "and not judged")
+MATCHED = Column("matched", "matched", "text",
+                 "what the model and its baseline are matched on: parameters (non-embedding, within the "
+                 "job file's compare.param_tolerance_pct) and cell evaluations (nfe, within "
+                 "compare.nfe_tolerance_pct); 'unmatched' pairs are shown, never judged")
+HEALTH = Column("solver health", "solver_health", "text",
+                f"share of the DEQ's forward / backward solves that ended above tol (at max_iter); "
+                f"flagged 'unconverged' above {100 * verdicts.UNCONVERGED_FLAG:g}%")
 FWD_ABS_RESIDUAL = Column("fwd abs. res.", "fwd_abs_res_mean", "sci", "forward absolute residual ||f(z)-z||")
 LM_QUALITY = [Column("val ppl", "val_ppl", "plain", "validation perplexity exp(mean token NLL)"),
               Column("test ppl", "test_ppl", "plain", "test perplexity exp(mean token NLL)")]
@@ -280,20 +306,19 @@ def _cell(row: pd.Series, col: Column) -> str:
         return format_value(row[col.field], col.kind)
     if col.field == "quality_diff":
         return _difference_cell(row)
-    if col.field == "learned_text":
-        return str(row.get("learned_text") or "") or EM_DASH
+    if col.field in ("learned_text", "matched", "solver_health"):
+        return str(row.get(col.field) or "") or EM_DASH
     return format_stat(row[f"{col.field}_mean"], row[f"{col.field}_ci95"], col.kind, int(row[f"{col.field}_n"]))
 
 
 def _difference_cell(row: pd.Series) -> str:
-    """'+1.23 ± 0.45 (worse)', or the verdict alone where there is no interval or no difference."""
-    diff, half, verdict = row.get("quality_diff"), row.get("quality_diff_ci95"), row.get("quality_verdict")
-    if is_missing(diff) or not verdict:
-        return EM_DASH
-    kind = "acc" if row.get("quality_metric") == "val_acc" else "plain"
-    scale = 100.0 if kind == "acc" else 1.0
-    text = f"{scale * float(diff):+.3g}" + ("" if is_missing(half) else f" \u00b1 {scale * float(half):.2g}")
-    return f"{verdict} ({text}{' pp' if kind == 'acc' else ''})"
+    """'equal (+0.41, 90% CI [-0.2, +1], margin ±0.7)', 'unmatched (params 4.00×)', or a dash."""
+    verdict = row.get("quality_verdict")
+    if not verdict:
+        matched = str(row.get("matched") or "")
+        return matched if matched.startswith("unmatched") else EM_DASH
+    text = str(row.get("quality_text") or "")
+    return f"{verdict} ({text.split(': ', 1)[1]})" if ": " in text else verdict
 
 
 def _table(title: str, caption: str, models: pd.DataFrame, columns: list[Column]) -> Table:
@@ -343,13 +368,17 @@ def _task_tables(models: pd.DataFrame, baseline: str | None, suffix: str) -> lis
                      ("slowdown_x", "step_time_s")):
         if not _has(models, raw) or models[rel].isna().all():
             cost = [c for c in cost if c.field != rel]
+    if cost and (models["matched"].astype(str) != "").any():
+        cost = cost + [MATCHED]
     if cost:
         tables.append(_table(
             "Cost: size, memory and speed" + suffix,
             f"Mean \u00b1 half-width of its 95% Student-t interval over seeds (n finished runs; one seed: "
             f"the mean alone). Saved % and slowdown are relative to the "
             f"baseline strategy '{baseline}' at the same settings (closest depth where none matches): "
-            f"positive % = less memory; {EM_DASH} = not measured.", models, cost))
+            f"positive % = less memory; {EM_DASH} = not measured. 'matched': what the model and its baseline "
+            "share (parameters, cell evaluations); comparisons of unmatched pairs are shown, never judged.",
+            models, cost))
     quality = [c for c in LM_QUALITY + COPY_QUALITY if _has(models, c.field)]
     if _has(models, "val_ppl") or _has(models, "test_ppl"):
         quality = [c for c in quality if c.field not in ("val_loss", "test_loss")]
@@ -358,15 +387,18 @@ def _task_tables(models: pd.DataFrame, baseline: str | None, suffix: str) -> lis
         solver.insert(min(1, len(solver)), FWD_ABS_RESIDUAL)
     if quality and (models["learned"].astype(str) != "").any():
         quality = quality + [LEARNED]
-    if quality and (models["quality_verdict"].astype(str) != "").any():
+    if quality and (models["matched"].astype(str) != "").any():  # a verdict, or why there is none
         quality = quality + [VS_BASELINE]
+    if solver and (models["solver_health"].astype(str) != "").any():
+        solver = solver + [HEALTH]
     if quality or solver:
         tables.append(_table(
             "Quality and solver behaviour" + suffix,
             f"Final evaluation and equilibrium-solver statistics (DEQ only; {EM_DASH} for other "
             "strategies). Mean \u00b1 half-width of the 95% t-interval over seeds. 'vs baseline': the "
-            f"model's {'/'.join(m for m, _ in QUALITY_METRIC.values())} minus the baseline model's, with "
-            "Welch's 95% t-interval; where it covers zero the report says 'no measurable difference' "
-            "instead of ranking." + (" 'learned': " + _learned_caption(models) if LEARNED in quality else ""),
+            f"model's {'/'.join(m for m, _ in QUALITY_METRIC.values())} minus the baseline model's, judged "
+            "only against a baseline matched in parameters: equal (the 90% interval inside the margin the job "
+            "file fixed), better / worse (the 95% interval excludes zero), else inconclusive; 'solver health': "
+            "the share of the DEQ's solves that ended above tolerance." + (" 'learned': " + _learned_caption(models) if LEARNED in quality else ""),
             models, quality + solver))
     return tables

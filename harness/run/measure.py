@@ -148,6 +148,9 @@ class StatsWindow:
         for key in ("fwd_abs_res", "fwd_rel_res", "bwd_res"):
             out[f"{key}_mean"] = mean_or_none(self.total.get(f"{key}_mean"))
             out[f"{key}_max"] = max(self.total[f"{key}_max"]) if self.total.get(f"{key}_max") else None
+        for key in ("fwd", "bwd"):  # solver health: the share of solves that ended above tol
+            converged = mean_or_none(self.total.get(f"{key}_converged_frac"))
+            out[f"{key}_unconverged_frac"] = None if converged is None else 1.0 - converged
         return out
 
 

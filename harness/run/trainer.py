@@ -94,7 +94,8 @@ class InferenceWindow:
             self.peak = int(torch.cuda.max_memory_allocated(self.device))
 
     def figures(self) -> dict[str, Any]:
-        return {"infer_time_s": measure.median(self.times), "infer_peak_mem_bytes": self.peak}
+        return {"infer_time_s": measure.median(self.times), "infer_peak_mem_bytes": self.peak,
+                "infer_times_s": [round(t, 7) for t in self.times]}
 
 
 def device_for(session: Session) -> torch.device:
@@ -321,7 +322,7 @@ class Trainer:
             "activation_bytes": self.activation_bytes, "activation_bytes_warmup": self.activation_bytes_warmup,
             "peak_mem_bytes": self.peak, "static_mem_bytes": measure.static_mem_bytes(self.engine.module,
                                                                                       self.optimizer),
-            **times.figures(),
+            **times.figures(), "step_times_s": [round(t, 7) for t in times.step],
             "tokens_per_s": self.tokens_per_step / step_time if step_time > 0 else None,
             "wall_time_s": wall, "steps": self.cfg.steps, "train_loss": self.last_loss,
             "optimal_ppl": self.work.optimal_ppl, "unigram_ppl": self.work.unigram_ppl,

@@ -44,6 +44,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from harness.records.compare import CompareSettings, model_name
 from harness.run.spec import (MAX_RUNS, DataSection, DeepSpeedSection, ResourcesSection, RunSpec, TrainSection,
                               _Section, _short, _unknown)
 
@@ -79,6 +80,7 @@ class JobFile(_Section):
     train: TrainSection
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection)
+    compare: CompareSettings = Field(default_factory=CompareSettings)  # the report's rules, not the runs'
 
     @model_validator(mode="before")
     @classmethod
@@ -331,7 +333,7 @@ def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path |
     ``harness.train`` pass the folder they run in. The run id is computed from the paths as
     written, so it does not depend on where the project lives.
     """
-    base = job.model_dump(exclude={"grid", "name", "description"}, exclude_none=False)
+    base = job.model_dump(exclude={"grid", "name", "description", "compare"}, exclude_none=False)
     base["deepspeed"] = job.deepspeed.model_dump()
     keys = list(job.grid)
     runs: list[dict] = []
@@ -354,7 +356,7 @@ def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path |
             grid_desc = ", ".join(f"{k}={_short(v, 80)}" for k, v in zip(keys, combo))
             err = _pydantic_error(file, exc)
             raise JobFileError(file, err.path, f"{err.problem} (in the run with {grid_desc})") from None
-        spec = checked.model_dump(exclude={"grid", "name", "description"})
+        spec = checked.model_dump(exclude={"grid", "name", "description", "compare"})
         spec["deepspeed"] = checked.deepspeed.model_dump()
         spec["grid"] = {k: v for k, v in zip(keys, combo)}
         spec["sweep"] = job.name
@@ -366,7 +368,22 @@ def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path |
     if len(set(ids)) != len(ids):
         raise JobFileError(file, "grid", "two grid points give the same run (repeated values?)")
     _unique_names(runs)
+    _check_pairs(job, runs, file)
     return [RunSpec.model_validate(r) for r in runs]
+
+
+def _check_pairs(job: JobFile, runs: list[dict], file: str | Path) -> None:
+    """Every model ``compare.pairs`` names is a model of the grid (a run's name without its seed)."""
+    names = list(dict.fromkeys(model_name(r["name"], r["train"].get("seed")) for r in runs))
+    for i, pair in enumerate(job.compare.pairs):
+        for role in ("model", "baseline"):
+            value = getattr(pair, role)
+            if value not in names:
+                shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+                raise JobFileError(file, f"compare.pairs.{i}.{role}",
+                                   f"{_short(value, 80)} is not a model of this sweep; its models: {shown}")
+        if pair.model == pair.baseline:
+            raise JobFileError(file, f"compare.pairs.{i}", f"{pair.model!r} is compared with itself")
 
 
 def _flat_grid(grid: dict) -> dict[str, Any]:

@@ -182,6 +182,7 @@ def open_sweep(results_root: Path, job, text: str, runs: list[RunSpec], job_file
                       "created": meta.get("created") or utc_now(), "submitted": utc_now(),
                       "submitted_at": time.time(),
                       "overrides": list(overrides), "env": environment(),
+                      "compare": job.compare.model_dump(mode="json"),  # fixed before the data
                       "run_ids": [r.run_id for r in runs]})
     store.write_job_text(text)
     for spec in runs:
