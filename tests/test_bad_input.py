@@ -5,7 +5,8 @@ one line on stderr, ``error: <file>: <key.path>: <problem naming the bad value a
 allowed>``, exit code 2, no traceback, and nothing written (no results/ or reports/ folder,
 no sweep folder, no generated data).
 
-Each bad job file is ``jobs/quickstart.yaml`` changed in one place. Most cases call
+Each bad job file is ``tests/data/jobs/grid_example.yaml`` (the shape jobs/quickstart.yaml had:
+cases of tasks times a ``model.depth`` axis) changed in one place. Most cases call
 ``harness.sweep.submit.main`` in this process (fast: the heavy imports happen once); a few run
 the real command in a subprocess to show that it behaves the same. If a case were wrongly
 accepted, the in-process runner stops it before Ray starts (``start_ray`` is replaced by a
@@ -34,7 +35,7 @@ import harness.sweep.submit
 from harness.sweep.submit import main
 
 REPO = Path(__file__).resolve().parent.parent
-QUICKSTART = REPO / "jobs" / "quickstart.yaml"
+QUICKSTART = REPO / "tests" / "data" / "jobs" / "grid_example.yaml"  # the quickstart's former shape
 SUBPROCESS_TIMEOUT_S = 300
 
 
@@ -147,7 +148,7 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path, run_cli) -> None:
 def test_unknown_top_level_key(tmp_path: Path, run_cli) -> None:
     job = write_job(tmp_path, lambda raw: raw.__setitem__("modle", raw.pop("model")))
     line = assert_rejected(*run_cli(job), tmp_path, job, "", "unknown key 'modle'", "did you mean 'model'?")
-    assert "allowed: data, deepspeed, description, grid, model, name, resources, task, train" in line
+    assert "allowed: compare, data, deepspeed, description, grid, model, name, resources, task, train" in line
 
 
 @pytest.mark.parametrize("change, key_path, fragments", [

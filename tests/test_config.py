@@ -1,6 +1,7 @@
 """Unit tests of the job-file layer: harness.sweep.config, harness.run.dsconfig and the pre-run checks.
 
-Every job file here is derived from ``jobs/quickstart.yaml`` (the README's sweep), changed
+Every job file here is derived from ``tests/data/jobs/grid_example.yaml`` (the shape the
+README's quickstart had: cases of tasks times a ``model.depth`` axis), changed
 in one place and written to a temporary folder, so a test shows exactly what one key does:
 
 - grid expansion: product size, the ``cases`` axis, the ``seed`` shorthand, run names,
@@ -33,7 +34,7 @@ from harness.sweep.config import JobFile, JobFileError, expand_grid, load_job_fi
 from harness.run.dsconfig import deepspeed_config, validate_deepspeed
 
 REPO = Path(__file__).resolve().parent.parent
-QUICKSTART = REPO / "jobs" / "quickstart.yaml"
+QUICKSTART = REPO / "tests" / "data" / "jobs" / "grid_example.yaml"  # the quickstart's former shape
 
 
 @pytest.fixture()

@@ -455,6 +455,7 @@ def test_values_that_used_to_escape_or_pass(tmp_path: Path, dotted: str, value: 
         raw["grid"][dotted[len("grid."):]] = value
     else:
         raw.pop("grid")  # one run, as written
+        raw.pop("compare", None)  # its pairs name grid models
         node = raw
         *parents, leaf = dotted.split(".")
         for part in parents:
@@ -470,6 +471,7 @@ def test_values_that_used_to_escape_or_pass(tmp_path: Path, dotted: str, value: 
 def test_a_model_too_large_for_any_accelerator_is_refused(tmp_path: Path) -> None:
     raw = shipped_raw("quickstart", tmp_path)
     raw.pop("grid")
+    raw.pop("compare", None)  # its pairs name grid models
     raw["model"].update(d_model=8192, n_head=8, d_inner=2 ** 20, depth={"kind": "explicit", "layers": 1000})
     path = tmp_path / "job.yaml"
     path.write_text(dump(raw), encoding="utf-8")
@@ -481,6 +483,7 @@ def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
     """The loader that refuses a key given twice leaves ``<<: *anchor`` merges alone."""
     raw = shipped_raw("quickstart", tmp_path)
     raw.pop("grid")
+    raw.pop("compare", None)  # its pairs name grid models
     text = dump(raw) + ("grid:\n  cases:\n    - &lm {label: lm, task: lm, data.dataset: synthetic}\n"
                         "    - {<<: *lm, label: lm-seed1, seed: 1}\n")
     path = tmp_path / "job.yaml"

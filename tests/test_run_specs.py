@@ -19,14 +19,14 @@ QUICKSTART = REPO / "jobs" / "quickstart.yaml"
 def test_values_are_yaml_and_keys_follow_the_file_as_written():
     raw = yaml.safe_load(QUICKSTART.read_text())
     apply_overrides(raw, ["train.steps=8", "model.d_model=16", "grid.seed=[0, 1]",
-                          "grid.model.depth.0.max_iter=4", "model.depth={kind: weight_tied, layers: 2}",
-                          "resources.node_timeout_s=30", "grid.cases.1.data.blank_len=5"], "q.yaml")
+                          "grid.cases.0.model.depth.max_iter=4", "model.depth={kind: weight_tied, layers: 2}",
+                          "resources.node_timeout_s=30", "grid.cases.7.data.blank_len=5"], "q.yaml")
     assert raw["train"]["steps"] == 8 and raw["model"]["d_model"] == 16
     assert raw["grid"]["seed"] == [0, 1]                      # a new grid axis, its key dotted
-    assert raw["grid"]["model.depth"][0]["max_iter"] == 4     # the dotted grid key, then a list index
+    assert raw["grid"]["cases"][0]["model.depth"]["max_iter"] == 4  # a list index, then a dotted key
     assert raw["model"]["depth"] == {"kind": "weight_tied", "layers": 2}
     assert raw["resources"]["node_timeout_s"] == 30           # a key the file left to its default
-    assert raw["grid"]["cases"][1]["data.blank_len"] == 5     # a dotted key inside a case
+    assert raw["grid"]["cases"][7]["data.blank_len"] == 5     # a dotted key inside a case
 
 
 def test_overrides_change_run_ids_and_are_validated_like_the_file():
@@ -47,7 +47,7 @@ def test_overrides_change_run_ids_and_are_validated_like_the_file():
     ("=4", "expected KEY=VALUE"),
     ("train..steps=4", "empty part"),
     ("train.steps=[1,", "not valid YAML"),
-    ("grid.model.depth.9.layers=2", "not an index"),
+    ("grid.cases.99.model.depth.layers=2", "not an index"),
     ("name.x=1", "not a mapping"),
 ])
 def test_bad_overrides_are_one_line(item, problem):
@@ -79,7 +79,7 @@ def test_dry_run_with_set_from_another_folder(tmp_path):
                            "--set", "grid.seed=[0, 1]", "--set", "model.d_model=48"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("24 runs:") and "d_model=48" in proc.stdout  # 2 cases x 6 depths x 2 seeds
+    assert proc.stdout.startswith("24 runs:") and "d_model=48" in proc.stdout  # 12 cases x 2 seeds
     bad = subprocess.run([sys.executable, "-m", "harness.submit", str(QUICKSTART), "--dry-run",
                           "--set", "train.lr=fast"], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=120)

@@ -20,6 +20,10 @@ def _sweep(tmp_path):
 def test_open_sweep_writes_meta_job_and_pending_runs(tmp_path):
     job, text, runs, store = _sweep(tmp_path)
     assert store.read_meta()["run_ids"] == [r.run_id for r in runs]
+    # the report's rules, fixed before any run: the job file's compare block (docs/verdicts.md)
+    compare = store.read_meta()["compare"]
+    assert compare["ppl_margin_pct"] == 2.0 and compare["pairs"][0] == {"model": "lm_deq12",
+                                                                      "baseline": "lm_weight_tied12"}
     assert store.job_text() == text
     assert {store.run(r.run_id).read_status()["state"] for r in runs} == {"pending"}
     assert store.run(runs[0].run_id).read_spec() == runs[0].to_json()
