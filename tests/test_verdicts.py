@@ -194,7 +194,8 @@ def test_the_compare_block_is_checked_and_leaves_run_ids_alone(tmp_path):
     quickstart = Path(__file__).resolve().parents[1] / "jobs" / "quickstart.yaml"
     job, _ = load_job_file(quickstart)
     with_margin, _ = load_job_file(quickstart, ["compare.ppl_margin_pct=5"])
-    assert with_margin.compare == CompareSettings(ppl_margin_pct=5.0)
+    assert with_margin.compare == job.compare.model_copy(update={"ppl_margin_pct": 5.0})
+    assert CompareSettings().ppl_margin_pct == 2.0 and with_margin.compare.ppl_margin_pct == 5.0
     assert [r.run_id for r in expand_grid(job)] == [r.run_id for r in expand_grid(with_margin)]
     named = job.compare.pairs[0] if job.compare.pairs else None
     bad, _ = load_job_file(quickstart, ['compare.pairs=[{model: lm_nothing, baseline: lm_weight_tied4}]'])

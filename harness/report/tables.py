@@ -148,10 +148,12 @@ def model_frame(data: SweepData, baseline: str | None = None) -> pd.DataFrame:
         means = {m: row[f"{m}_mean"] for m in ("activation_bytes", "peak_mem_bytes", "step_time_s")}
         relative.append(_relative(means, base))
         relative[-1].update(_quality_difference(row, base, settings))
-    added = {key: [r[key] for r in relative] for key in ("baseline_model", *RELATIVE_FIELDS, *QUALITY_DIFF_FIELDS)}
-    verdicts = [learned_verdict(row) for _, row in frame.iterrows()]
-    added["learned"] = [v for v, _ in verdicts]
-    added["learned_text"] = [t for _, t in verdicts]
+        relative[-1].update(_slowdown_interval(data, row, base, settings))
+    added = {key: [r[key] for r in relative]
+             for key in ("baseline_model", *RELATIVE_FIELDS, *QUALITY_DIFF_FIELDS, "slowdown_lo", "slowdown_hi")}
+    learned = [learned_verdict(row) for _, row in frame.iterrows()]
+    added["learned"] = [v for v, _ in learned]
+    added["learned_text"] = [t for _, t in learned]
     return pd.concat([frame, pd.DataFrame(added, index=frame.index)], axis=1)  # one block, not one per column
 
 
@@ -195,6 +197,15 @@ QUALITY_METRIC = verdicts.QUALITY_METRIC  # task -> (the figure quality is judge
 QUALITY_DIFF_FIELDS = ("matched", "quality_metric", "quality_diff", "quality_ci90_lo", "quality_ci90_hi",
                        "quality_margin", "quality_verdict", "quality_seeds_needed", "quality_text",
                        "solver_health", "solver_flagged")
+
+
+def _slowdown_interval(data: SweepData, row: pd.Series, base: pd.Series | None, settings: CompareSettings) -> dict:
+    """The 95% interval of the step-time ratio against the baseline (of the ratio of geometric
+    means: over seeds, or over the runs' recorded step times with one seed; docs/verdicts.md)."""
+    if base is None or base["model"] == row["model"]:
+        return {"slowdown_lo": math.nan, "slowdown_hi": math.nan}
+    ratio = verdicts.pair_ratio(data, verdicts.make_pair(row, base, settings), "step_time_s")
+    return {"slowdown_lo": ratio.lo, "slowdown_hi": ratio.hi}
 
 
 def _quality_difference(row: pd.Series, base: pd.Series | None, settings: CompareSettings) -> dict:
@@ -258,7 +269,9 @@ COST_COLUMNS = [
     Column("peak saved", "peak_mem_saved_pct", "pct", "peak memory saved against the baseline"),
     Column("step time", "step_time_s", "seconds", "median training step time over every step after warm-up"),
     Column("step p90", "step_time_p90_s", "seconds", "90th percentile of the training step times"),
-    Column("slowdown", "slowdown_x", "factor", "step time divided by the baseline's"),
+    Column("slowdown", "slowdown_x", "factor",
+           "step time divided by the baseline's; in brackets the 95% interval of the ratio (of geometric "
+           "means: over seeds, or over the two runs' recorded step times with one seed; docs/verdicts.md)"),
     Column("throughput", "tokens_per_s", "rate", "tokens per second across all data-parallel workers"),
     Column("nfe", "nfe", "plain", "cell evaluations per forward"),
     Column("inference", "infer_time_s", "seconds", "one validation batch's forward pass, no gradients (median)"),
@@ -302,6 +315,8 @@ def _has(models: pd.DataFrame, metric: str) -> bool:
 
 
 def _cell(row: pd.Series, col: Column) -> str:
+    if col.field == "slowdown_x" and not is_missing(row.get("slowdown_lo")) and not is_missing(row[col.field]):
+        return f"{format_value(row[col.field], col.kind)} [{float(row['slowdown_lo']):.2f}, {float(row['slowdown_hi']):.2f}]"
     if col.field in RELATIVE_FIELDS:
         return format_value(row[col.field], col.kind)
     if col.field == "quality_diff":
