@@ -4,8 +4,9 @@ From a fresh working folder that is not the repository, with the tiny real-layou
 ``tests/data/`` copied to exactly the relative paths the job files and README name
 (``data/ptb``, ``data/wikitext-103``; the synthetic corpus is generated into
 ``data/synthetic``), through the real CLI (``python -m harness.submit jobs/<file>.yaml``,
-default relative ``results/`` and ``reports/``), with ``--set`` shrinking sizes and steps but
-keeping every grid point (one seed). Each must exit 0 with every run finished and the
+default relative ``results/`` and ``reports/``), with ``--set`` shrinking sizes and steps and
+keeping every grid point that still differs once shrunk (one seed: every strategy, task and
+option runs; a depth sweep's depths and the small/medium sizes shrink to one model each). Each must exit 0 with every run finished and the
 report written. This is the test that catches a path resolved in the wrong folder: Ray
 Train runs every worker in its own working folder.
 """
@@ -65,13 +66,51 @@ def shrink(job: dict) -> list[str]:
     grid = job.get("grid", {})
     if "seed" in grid:
         sets.append("grid.seed=[0]")
-    for i, depth in enumerate(grid.get("model.depth", [])):
+    depths = _distinct(grid.get("model.depth", []), lambda d: d)
+    if len(depths) < len(grid.get("model.depth", [])):
+        sets.append(f"grid.model.depth={_flow(depths)}")
+    for i, depth in enumerate(depths):
         sets += _depth_sets(f"grid.model.depth.{i}", depth)
-    for i, case in enumerate(grid.get("cases", [])):
+    cases = _distinct(grid.get("cases", []), _case_model)
+    if len(cases) < len(grid.get("cases", [])):
+        sets.append(f"grid.cases={_flow(cases)}")
+    for i, case in enumerate(cases):
         sets += [f"grid.cases.{i}.model.{k}={v}" for k, v in MODEL.items() if f"model.{k}" in case]
         if isinstance(case.get("model.depth"), dict):
             sets += _depth_sets(f"grid.cases.{i}.model.depth", case["model.depth"])
     return sets
+
+
+def _flow(value: list) -> str:
+    """A ``--set`` value as one line of YAML (JSON would write 1e-12, which YAML reads as text)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+
+
+def _without_sizes(depth: dict) -> dict:
+    return {k: v for k, v in depth.items() if k not in SCALED and k not in ("tol", "backward_tol", "segments")}
+
+
+def _case_model(case: dict) -> dict:
+    """What a case trains once shrunk: its depth block without sizes, and its other keys but the
+    label and the widths the shrink sets anyway."""
+    depth = case.get("model.depth")
+    return {**{k: v for k, v in case.items() if k != "label" and k != "model.depth"
+               and k.removeprefix("model.") not in MODEL},
+            "model.depth": _without_sizes(depth) if isinstance(depth, dict) else depth}
+
+
+def _distinct(points: list, key) -> list:
+    """The grid points that still differ once shrunk (the first of each): a depth sweep's
+    depths and a sweep's model sizes shrink to one model, and running it once proves as much
+    as running it four times (every strategy, task and option still runs)."""
+    seen, out = set(), []
+    for point in points:
+        k = json.dumps(key(_without_sizes(point) if isinstance(point, dict) and "kind" in point else point),
+                       sort_keys=True)
+        if k not in seen:
+            seen.add(k)
+            out.append(point)
+    return out
 
 
 @pytest.fixture(scope="module")
