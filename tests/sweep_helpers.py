@@ -103,6 +103,15 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
+def poll_json(path: Path) -> dict:
+    """A record read while a sweep writes it: {} until it exists (the sweep writes sweep.json
+    before each run's status.json; every JSON record is replaced atomically, never torn)."""
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        return {}
+
+
 def finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from harness.records import load_sweep
-from sweep_helpers import REPO, read_json, submit, tiny_job
+from sweep_helpers import REPO, poll_json, read_json, submit, tiny_job
 
 pytestmark = pytest.mark.slow
 
@@ -88,14 +88,14 @@ def test_driver_killed_mid_sweep_resumes(tmp_path):
     try:
         while time.time() < deadline:  # wait: first run finished, second has a checkpoint
             if (sweep / "sweep.json").exists():
-                ids = read_json(sweep / "sweep.json")["run_ids"]
-                states = [read_json(sweep / "runs" / i / "status.json") for i in ids]
+                ids = poll_json(sweep / "sweep.json").get("run_ids", [])
+                states = [poll_json(sweep / "runs" / i / "status.json") for i in ids]  # may not exist yet
                 done = [i for i, st in zip(ids, states) if st.get("state") == "finished"]
                 if done:
                     first = done[0]
                     second = [i for i in ids if i != first][0]
                     # a checkpoint counts once its report reached the records (step >= 8)
-                    st2 = read_json(sweep / "runs" / second / "status.json")
+                    st2 = poll_json(sweep / "runs" / second / "status.json")
                     step = st2.get("step") or 0
                     if st2.get("state") == "running" and step >= 8 and list((sweep / "runs" / second / "checkpoints").glob("*/checkpoint_*")):
                         break

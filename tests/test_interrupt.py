@@ -37,7 +37,7 @@ def test_ctrl_c_stops_runs_and_resubmission_resumes(tmp_path):
     status = read_json(run_dir / "status.json")
     assert status["state"] == "pending" and "interrupted" in status["reason"], status
     stopped_at = int(status["step"])
-    assert stopped_in < 30, stopped_in
+    assert stopped_at < 30, status  # stopped mid-run (the 60 s wait above only guards a hang: no timing test)
 
     again = submit(job, tmp_path, env=env)
     assert again.returncode == 0, again.stdout + again.stderr
