@@ -19,12 +19,12 @@ QUICKSTART = REPO / "jobs" / "quickstart.yaml"
 def test_values_are_yaml_and_keys_follow_the_file_as_written():
     raw = yaml.safe_load(QUICKSTART.read_text())
     apply_overrides(raw, ["train.steps=8", "model.d_model=16", "grid.seed=[0, 1]",
-                          "grid.cases.0.model.depth.max_iter=4", "model.depth={kind: weight_tied, layers: 2}",
+                          "grid.cases.0.model.depth.max_iter=4", "model.adaptive_softmax={cutoffs: [8], div_value: 2.0}",
                           "resources.node_timeout_s=30", "grid.cases.7.data.blank_len=5"], "q.yaml")
     assert raw["train"]["steps"] == 8 and raw["model"]["d_model"] == 16
     assert raw["grid"]["seed"] == [0, 1]                      # a new grid axis, its key dotted
     assert raw["grid"]["cases"][0]["model.depth"]["max_iter"] == 4  # a list index, then a dotted key
-    assert raw["model"]["depth"] == {"kind": "weight_tied", "layers": 2}
+    assert raw["model"]["adaptive_softmax"] == {"cutoffs": [8], "div_value": 2.0}  # a mapping value
     assert raw["resources"]["node_timeout_s"] == 30           # a key the file left to its default
     assert raw["grid"]["cases"][7]["data.blank_len"] == 5     # a dotted key inside a case
 
@@ -164,3 +164,37 @@ def test_worker_path_check_names_the_node_and_the_path(tmp_path):
     assert not (tmp_path / "empty").exists()
     spec = spec.model_copy(update={"data": DataSection(dataset="ptb", data_dir=str(REPO / "tests" / "data" / "ptb"))})
     check_worker_paths(spec, run_dir)  # present: no error
+
+
+def test_an_override_the_grid_replaces_in_every_run_is_refused(tmp_path, capsys):
+    """jobs/wt103_sweep.yaml sets model.d_model in every grid case: --set model.d_model=16 would
+    change nothing, so it is refused in one line naming the grid key and the form that works."""
+    wt103 = REPO / "jobs" / "wt103_sweep.yaml"
+    with pytest.raises(JobFileError) as err:
+        load_job_file(wt103, ["model.d_model=16"])
+    message = str(err.value)
+    assert "\n" not in message
+    assert "--set model.d_model=16 would change nothing: every grid case sets 'model.d_model'" in message
+    assert "--set grid.cases.0.model.d_model=16" in message
+    # a key under a grid axis, and the seed axis for train.seed
+    with pytest.raises(JobFileError, match=r"the grid axis 'model.depth' sets it in every run; change the axis "
+                                           r"instead, e.g. --set grid.model.depth.0.max_iter=4"):
+        load_job_file(REPO / "jobs" / "depth_scaling.yaml", ["model.depth.max_iter=4"])
+    with pytest.raises(JobFileError, match=r"the grid axis 'seed' sets it in every run"):
+        load_job_file(REPO / "jobs" / "copy_memory.yaml", ["train.seed=3"])
+    # base values the grid does not touch, and the grid's own keys, are fine
+    job, _ = load_job_file(wt103, ["train.steps=100", "grid.cases.0.model.d_model=16"])
+    assert job.train.steps == 100 and job.grid["cases"][0]["model.d_model"] == 16
+    assert capsys.readouterr().err == ""
+
+
+def test_an_override_some_grid_cases_replace_is_applied_to_the_others_and_reported(tmp_path, capsys):
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["grid"]["cases"][0]["model.n_head"] = 4  # one case sets its own n_head
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    job, _ = load_job_file(path, ["model.n_head=1"])
+    assert job.model["n_head"] == 1 and job.grid["cases"][0]["model.n_head"] == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--set model.n_head=1 applies to the runs of 11 of 12 grid cases" in err
+    assert "lm_deq12 keep their grid value of 'model.n_head'" in err

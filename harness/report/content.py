@@ -182,6 +182,9 @@ def build_content(data: SweepData, tables: list[Table], figures: list[ReportFigu
         facts.append(("baseline strategy", baseline))
     run_env, warnings = _run_env(data)
     notes = []
+    if "spec.smoke" in runs and runs["spec.smoke"].fillna(False).astype(bool).any():
+        notes.append("Smoke run (`harness.submit --smoke`): sizes shrunk, figures not comparable. It checks "
+                     "that the job file runs end to end; its numbers measure nothing.")
     optimal = runs["optimal_ppl"].dropna()
     if len(optimal):
         notes.append(f"Synthetic corpus: the optimal (entropy-rate) perplexity is {optimal.mean():.4g}; "

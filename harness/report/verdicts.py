@@ -240,8 +240,13 @@ def quality_verdict(model: pd.Series, base: pd.Series, settings: CompareSettings
     if metric is None or f"{metric}_mean" not in model or f"{metric}_mean" not in base:
         return None
     base_mean = _mean(base, metric)
-    return equivalence(_mean(model, metric), _value(model, f"{metric}_std"), int(_value(model, f"{metric}_n") or 0),
-                       base_mean, _value(base, f"{metric}_std"), int(_value(base, f"{metric}_n") or 0),
+
+    def count(row: pd.Series) -> int:
+        n = _value(row, f"{metric}_n")
+        return int(n) if math.isfinite(n) else 0
+
+    return equivalence(_mean(model, metric), _value(model, f"{metric}_std"), count(model),
+                       base_mean, _value(base, f"{metric}_std"), count(base),
                        margin_of(metric, base_mean, settings), higher, metric)
 
 

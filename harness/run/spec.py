@@ -158,6 +158,7 @@ class RunSpec(BaseModel):
     resources: ResourcesSection
     deepspeed: DeepSpeedSection
     grid: dict[str, Any] = Field(default_factory=dict)  # this run's grid values
+    smoke: bool = False              # a --smoke run (harness.sweep.smoke): sizes shrunk, figures not comparable
 
     @property
     def strategy(self) -> str:

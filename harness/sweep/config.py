@@ -247,6 +247,17 @@ def load_job_file(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
     ``overrides`` are ``--set KEY=VALUE`` items (``harness.sweep.overrides``), applied to the parsed
     file before validation, so an overridden value is checked exactly like a written one.
     """
+    raw, text = read_raw_job(path, overrides)
+    try:
+        job = JobFile.model_validate(raw)
+    except ValidationError as exc:
+        raise _pydantic_error(Path(path), exc) from None
+    return job, text
+
+
+def read_raw_job(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> tuple[dict, str]:
+    """A job file parsed (safe YAML, one mapping) with ``overrides`` applied, not yet validated;
+    and its verbatim text. One-line JobFileErrors as :func:`load_job_file`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -280,11 +291,7 @@ def load_job_file(path: str | Path, overrides: tuple[str, ...] | list[str] = ())
         from harness.sweep.overrides import apply_overrides
 
         apply_overrides(raw, overrides, path)
-    try:
-        job = JobFile.model_validate(raw)
-    except ValidationError as exc:
-        raise _pydantic_error(path, exc) from None
-    return job, text
+    return raw, text
 
 
 def _set_path(tree: dict, dotted: str, value: Any) -> None:
@@ -323,7 +330,8 @@ def resolve_path(value: str | None, base_dir: str | Path | None) -> str | None:
     return str(path if path.is_absolute() else (Path(base_dir) / path).absolute())
 
 
-def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path | None = None) -> list[RunSpec]:
+def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path | None = None,
+                smoke: bool = False) -> list[RunSpec]:
     """The product of the grid axes, one :class:`~harness.run.spec.RunSpec` each (with its
     ``run_id`` and a ``name`` unique within the sweep).
 
@@ -331,7 +339,8 @@ def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path |
     and stored absolute, so the spec means the same folder on every worker, whatever its
     working folder (Ray Train runs workers in their own). ``harness.submit`` and
     ``harness.train`` pass the folder they run in. The run id is computed from the paths as
-    written, so it does not depend on where the project lives.
+    written, so it does not depend on where the project lives. ``smoke``: the runs of a
+    ``--smoke`` sweep (``harness.sweep.smoke``), marked so in their specs and ids.
     """
     base = job.model_dump(exclude={"grid", "name", "description", "compare"}, exclude_none=False)
     base["deepspeed"] = job.deepspeed.model_dump()
@@ -361,6 +370,8 @@ def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path |
         spec["grid"] = {k: v for k, v in zip(keys, combo)}
         spec["sweep"] = job.name
         spec["name"] = "_".join(labels) if labels else job.name
+        if smoke:  # only then: the ids of real runs stay what they were
+            spec["smoke"] = True
         spec["run_id"] = run_id_of(spec)
         spec["data"]["data_dir"] = resolve_path(spec["data"].get("data_dir"), base_dir)
         runs.append(spec)

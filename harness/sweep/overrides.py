@@ -12,6 +12,8 @@ so an override can add a key the file leaves to its default.
 ``[0, 1]``, ``{kind: deq, max_iter: 8}``, ``null``). The overridden job is then validated
 exactly like a file: a bad value is the same one-line :class:`JobFileError` (exit code 2).
 Overrides change run ids as any change to the file does, and ``sweep.json`` records them.
+An override the grid replaces in every run is refused (it would silently do nothing); one
+the grid's cases replace in some runs is applied to the others and reported in a line.
 """
 from __future__ import annotations
 
@@ -45,13 +47,62 @@ def parse_override(item: str, file: str | Path) -> tuple[str, Any]:
 
 
 def apply_overrides(raw: Any, items: Iterable[str], file: str | Path) -> Any:
-    """Apply ``--set`` items, in order, to the parsed job file ``raw`` (changed in place)."""
+    """Apply ``--set`` items, in order, to the parsed job file ``raw`` (changed in place).
+
+    An override the grid replaces in every run would do nothing: it is refused in one line
+    naming the grid key that shadows it and the form that works. One the grid's cases replace
+    in some runs only is applied to the others, and a line on stderr names the runs that keep
+    their grid value."""
+    keys = []
     for item in items:
         key, value = parse_override(item, file)
         if not isinstance(raw, dict):
             raise JobFileError(file, "", f"--set {key}: the job file's top level is not a mapping")
         _set(raw, key.split("."), value, file, key)
+        keys.append((key, item))
+    for key, item in keys:
+        _check_shadow(raw, key, item, file)
     return raw
+
+
+def _under(key: str, grid_key: str) -> bool:
+    """Whether a grid key sets ``key`` (the key itself or a mapping above it); ``seed`` is ``train.seed``."""
+    key, grid_key = ("train.seed" if k == "seed" else k for k in (key, grid_key))
+    return key == grid_key or key.startswith(grid_key + ".")
+
+
+def _check_shadow(raw: dict, key: str, item: str, file: str | Path) -> None:
+    """Refuse ``--set key=...`` when the grid sets ``key`` in every run; note it when in some."""
+    grid = raw.get("grid")
+    if key.split(".")[0] in ("grid", "name", "description", "compare") or not isinstance(grid, dict):
+        return
+    value = item.partition("=")[2]
+    for axis in grid:
+        if axis != "cases" and _under(key, axis):
+            rest = key[len(axis) + 1:] if key != axis else ""
+            example = f"grid.{axis}.0.{rest}={value}" if rest else f"grid.{axis}=[{value}]"
+            raise JobFileError(file, key, f"--set {item} would change nothing: the grid axis {axis!r} sets it in "
+                                          f"every run; change the axis instead, e.g. --set {example}")
+    cases = grid.get("cases")
+    if not isinstance(cases, list):
+        return
+    setting = [i for i, case in enumerate(cases) if isinstance(case, dict)
+               and any(_under(key, sub) for sub in case if sub != "label")]
+    if not setting:
+        return
+    def label(i: int) -> str:
+        return str(cases[i].get("label") or f"case {i}")
+    shadow = next(sub for sub in cases[setting[0]] if sub != "label" and _under(key, sub))
+    rest = key[len(shadow) + 1:] if key != shadow else ""
+    example = f"grid.cases.{setting[0]}.{shadow}" + (f".{rest}" if rest else "") + f"={value}"
+    if len(setting) == len(cases):
+        raise JobFileError(file, key, f"--set {item} would change nothing: every grid case sets {shadow!r}; set "
+                                      f"it per case instead, e.g. --set {example}")
+    import sys
+
+    kept = ", ".join(label(i) for i in setting)
+    print(f"note: --set {item} applies to the runs of {len(cases) - len(setting)} of {len(cases)} grid cases; "
+          f"{kept} keep their grid value of {shadow!r} (e.g. --set {example})", file=sys.stderr)
 
 
 def _set(node: Any, parts: list[str], value: Any, file: str | Path, key: str) -> None:

@@ -8,7 +8,8 @@
    of ``ray job submit``). Check that the cluster can hold a run's workers.
 3. Skip runs already finished; rerun failed ones only with ``--retry-failed``; resume
    interrupted ones from their last checkpoint. ``--fresh`` moves the old sweep folder
-   aside (``results/<sweep>-<timestamp>``) and starts over.
+   aside (``results/<sweep>-<timestamp>``) and starts over. ``--smoke`` runs the grid shrunk
+   to seconds into the sweep ``<sweep>-smoke`` (``harness.sweep.smoke``).
 4. Each run is one Ray Train data-parallel trainer (N workers, gloo on CPU, nccl on CUDA),
    started from a Ray task; Ray's scheduler runs as many at once as resources allow.
 5. Write the comparison report (``reports/<sweep>/``).
@@ -46,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "whatever else runs on the machine)")
     ap.add_argument("--dry-run", action="store_true", help="print the expanded runs and resources, then exit")
     ap.add_argument("--fresh", action="store_true", help="move the old sweep folder aside and start over")
+    ap.add_argument("--smoke", action="store_true",
+                    help="every grid point shrunk to run in seconds (tiny sizes, a few steps, one seed), through "
+                         "the real path, into the sweep <name>-smoke; with --dry-run, print it")
     ap.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     ap.add_argument("--results", default=None,
                     help="results root (default: results/ in the current folder; under `ray job submit` "
@@ -116,14 +120,38 @@ def prepare(args: argparse.Namespace) -> tuple[object, str, list[RunSpec]]:
     """
     from harness.sweep import checks
 
-    job, text = load_job_file(args.job_file, getattr(args, "overrides", ()))
-    runs = expand_grid(job, args.job_file, base_dir=Path.cwd())
+    overrides = list(getattr(args, "overrides", ()))
+    if getattr(args, "smoke", False):
+        args.smoke_sets = smoke_sets(args.job_file, overrides, listed=args.dry_run)
+        overrides += args.smoke_sets
+    job, text = load_job_file(args.job_file, overrides)
+    runs = expand_grid(job, args.job_file, base_dir=Path.cwd(), smoke=bool(getattr(args, "smoke", False)))
     counts = checks.check_models(runs, args.job_file)
     checks.check_deepspeed(runs, args.job_file)
     if args.dry_run:
         print_runs(runs, counts)
     checks.check_data(runs, args.job_file)
     return job, text, runs
+
+
+def smoke_sets(job_file: str | Path, overrides: list[str], listed: bool = False) -> list[str]:
+    """The ``--set`` items that make the job file (with the user's overrides) a smoke run; says
+    so in a line (``listed``: then every item, one per line)."""
+    import torch
+
+    from harness.sweep.config import read_raw_job
+    from harness.sweep.smoke import smoke_overrides
+
+    raw, _ = read_raw_job(job_file, overrides)
+    sets = smoke_overrides(raw, cuda=torch.cuda.is_available())
+    grid = [s.split("=", 1)[0] for s in sets if s.startswith(("grid.cases=", "grid.model.depth=", "grid.seed="))]
+    print(f"smoke run: {raw.get('name')}{'' if raw.get('name', '').endswith('-smoke') else '-smoke'}: widths, "
+          f"steps, depths and workers shrunk{', grid cut to one seed and the points that still differ' if grid else ''}"
+          f"; figures not comparable; {len(sets)} --set items, kept in sweep.json"
+          + ("" if listed else " (--dry-run --smoke lists them)"))
+    for item in sets if listed else ():
+        print(f"  --set {item}")
+    return sets
 
 
 def prepare_data(runs: list[RunSpec], file: str | Path) -> None:
@@ -168,7 +196,7 @@ def print_runs(runs: list[RunSpec], counts: dict[str, dict], out=sys.stdout) -> 
 
 
 def open_sweep(results_root: Path, job, text: str, runs: list[RunSpec], job_file: str, fresh: bool,
-               overrides: list[str] | tuple[str, ...] = ()) -> SweepStore:
+               overrides: list[str] | tuple[str, ...] = (), smoke: list[str] | None = None) -> SweepStore:
     from harness.run.envinfo import environment
 
     store = SweepStore((results_root / job.name).absolute())  # Ray's actors run in other folders
@@ -183,6 +211,7 @@ def open_sweep(results_root: Path, job, text: str, runs: list[RunSpec], job_file
                       "submitted_at": time.time(),
                       "overrides": list(overrides), "env": environment(),
                       "compare": job.compare.model_dump(mode="json"),  # fixed before the data
+                      **({"smoke": list(smoke)} if smoke is not None else {}),  # --smoke: what it shrank
                       "run_ids": [r.run_id for r in runs]})
     store.write_job_text(text)
     for spec in runs:
@@ -366,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
             return 2
     # from here on the sweep is accepted: its folder is written
-    store = open_sweep(args.results, job, text, runs, args.job_file, args.fresh, args.overrides)
+    store = open_sweep(args.results, job, text, runs, args.job_file, args.fresh, args.overrides,
+                       smoke=getattr(args, "smoke_sets", None))
     print(f"sweep {job.name}: {len(runs)} runs, {len(runs) - len(todo)} already done, "
           f"{len(todo)} to run -> {store.dir}")
     if ray is not None:
