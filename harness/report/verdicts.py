@@ -14,10 +14,12 @@ every ratio, solver health beside quality. The rules, in words, are in docs/verd
   ``compare.acc_margin_pts`` points of recall); "better" / "worse" when the 95% interval
   excludes zero; otherwise "inconclusive", with about how many seeds per model the
   observed spread would need. One seed: inconclusive, no interval.
-- **Ratios** (:func:`ratio_interval`): a ratio of geometric means with a 95% interval on the
-  log scale: over seeds when both models have two or more; otherwise over the runs'
-  recorded per-step (or per-batch) times, which shows the noise within the runs only, and
-  says so. Compared with a published figure by whether the interval contains it:
+- **Ratios** (:func:`pair_ratio`): over seeds when both models have two or more, the ratio of
+  the means with a 95% interval (delta method on the logs, Welch's t,
+  :func:`ratio_interval`); with one seed each, the ratio of the two runs' medians (the
+  figure their summaries record) with a 95% bootstrap interval over their recorded per-step
+  (or per-batch) times (:func:`median_ratio_interval`), which shows the noise within the
+  runs only, and says so. Compared with a published figure by whether the interval contains it:
   consistent / lower / higher.
 - **Solver health** (:func:`solver_health`): the share of a DEQ's forward and backward
   solves that ended above tolerance (at max_iter), flagged above ``UNCONVERGED_FLAG``.
@@ -278,23 +280,43 @@ class Ratio:
 
 
 def ratio_interval(values: list[float], base_values: list[float], basis: str) -> Ratio:
-    """Ratio of geometric means of ``values`` over ``base_values`` with a 95% Welch interval on
-    the log scale (NaN bounds with fewer than two values on a side)."""
-    a = [math.log(v) for v in values if v is not None and math.isfinite(v) and v > 0]
-    b = [math.log(v) for v in base_values if v is not None and math.isfinite(v) and v > 0]
+    """Ratio of the means of ``values`` and ``base_values`` (one value per seed) with a 95%
+    interval: the delta method on the log of each mean, Welch's t (NaN bounds with fewer than
+    two values on a side)."""
+    a = [float(v) for v in values if v is not None and math.isfinite(v) and v > 0]
+    b = [float(v) for v in base_values if v is not None and math.isfinite(v) and v > 0]
     if not a or not b:
         return Ratio(math.nan, math.nan, math.nan, "not measured")
     mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
-    value = math.exp(mean_a - mean_b)
+    value = mean_a / mean_b
     if len(a) < 2 or len(b) < 2:
         return Ratio(value, math.nan, math.nan, basis + ": fewer than two values, no interval")
-    sd_a = math.sqrt(sum((x - mean_a) ** 2 for x in a) / (len(a) - 1))
-    sd_b = math.sqrt(sum((x - mean_b) ** 2 for x in b) / (len(b) - 1))
-    diff, se, df = _welch(mean_a, sd_a, len(a), mean_b, sd_b, len(b))
+    sd_a = math.sqrt(sum((x - mean_a) ** 2 for x in a) / (len(a) - 1)) / mean_a  # of log(mean), to first order
+    sd_b = math.sqrt(sum((x - mean_b) ** 2 for x in b) / (len(b) - 1)) / mean_b
+    diff, se, df = _welch(math.log(mean_a), sd_a, len(a), math.log(mean_b), sd_b, len(b))
     if se == 0:
         return Ratio(value, value, value, basis)
     half = t_quantile(0.975, df) * se
     return Ratio(value, math.exp(diff - half), math.exp(diff + half), basis)
+
+
+def median_ratio_interval(samples: list[float], base_samples: list[float], basis: str,
+                          resamples: int = 2000) -> Ratio:
+    """Ratio of the medians of two runs' per-step (per-batch) times, the figure the summaries
+    record, with a 95% percentile bootstrap interval (each run resampled on its own; a fixed
+    seed, so a report is the same when rebuilt)."""
+    import numpy as np
+
+    a = np.asarray([v for v in samples if math.isfinite(v) and v > 0], dtype=float)
+    b = np.asarray([v for v in base_samples if math.isfinite(v) and v > 0], dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return Ratio(math.nan, math.nan, math.nan, "not measured")
+    value = float(np.median(a) / np.median(b))
+    rng = np.random.default_rng(0)
+    boot = (np.median(rng.choice(a, (resamples, len(a))), axis=1)
+            / np.median(rng.choice(b, (resamples, len(b))), axis=1))
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return Ratio(value, float(min(lo, value)), float(max(hi, value)), basis)
 
 
 SAMPLES = {"step_time_s": "step_times_s", "infer_time_s": "infer_times_s"}
@@ -328,14 +350,16 @@ def pair_ratio(data, pair: Pair, metric: str) -> Ratio:
     runs, base_runs = _runs_of(data, pair.model), _runs_of(data, pair.base)
     per_seed = [pd.to_numeric(r[metric], errors="coerce").dropna().tolist() for r in (runs, base_runs)]
     if metric == "activation_bytes":  # counted, not timed: the same on every seed
-        return ratio_interval(*per_seed, "counted bytes, no sampling noise")
+        ratio = ratio_interval(*per_seed, "counted bytes, no sampling noise")
+        return Ratio(ratio.value, ratio.value, ratio.value, "counted bytes, no sampling noise")
     if min(len(v) for v in per_seed) >= 2:
         return ratio_interval(*per_seed, f"over seeds, n={len(per_seed[0])} and {len(per_seed[1])}")
     samples = [_samples(data, r, metric) for r in (runs, base_runs)]
     if min(len(s) for s in samples) >= 2:
-        return ratio_interval(*samples, f"one seed: over {len(samples[0])} and {len(samples[1])} recorded "
-                                        f"{SAMPLE_WORDS.get(metric, metric)} of the runs, noise within runs only")
-    return ratio_interval(*per_seed, "one seed")
+        return median_ratio_interval(*samples, f"one seed: median ratio, bootstrap over {len(samples[0])} and "
+                                               f"{len(samples[1])} recorded {SAMPLE_WORDS.get(metric, metric)} "
+                                               "of the runs, noise within runs only")
+    return ratio_interval(*per_seed, "one seed" if min(len(v) for v in per_seed) < 2 else "over seeds")
 
 
 def time_split(row: pd.Series) -> str:
