@@ -26,7 +26,8 @@ from harness.report.data import SweepData, load_report_data
 from harness.report.figures import FIGURE_BUILDERS, build_figures
 from harness.report.html import render_html
 from harness.report.markdown import render_markdown
-from harness.report.tables import choose_baseline, display_tables, model_frame, summary_frame
+from harness.report.display import display_tables
+from harness.report.tables import choose_baseline, model_frame, summary_frame
 from harness.records import utc_now
 
 
