@@ -133,8 +133,8 @@ def test_mean_val_ppl_and_memory_saved_match_fixture(built):
         lo, hi = float(row["slowdown_lo"]), float(row["slowdown_hi"])  # over the two seeds, on logs
         assert lo < slowdown < hi and cost["slowdown"] == f"{slowdown:.2f}\u00d7 [{lo:.2f}, {hi:.2f}]"
         assert cost["depth"] == str(depth)
-        half = 12.706 * std_ppl / math.sqrt(2)  # t_{0.975, 1}: two seeds
-        assert math.isclose(float(row["val_ppl_ci95"]), half, rel_tol=1e-9)
+        half = 12.7062047 * std_ppl / math.sqrt(2)  # t_{0.975, 1}: two seeds
+        assert math.isclose(float(row["val_ppl_ci95"]), half, rel_tol=1e-7)
         quality = _md_row(readme, QUALITY, f"deq, depth {depth}")
         assert quality["val ppl"] == f"{mean_ppl:.1f} \u00b1 {half:.2g}"
         # the explicit stack holds depth x the DEQ's parameters: shown, marked, never judged
@@ -370,3 +370,17 @@ def test_labels_name_the_one_depth_option_that_tells_models_apart():
     labels, extra = _model_labels(runs, fields, frozenset(opened))
     assert labels == ["deq, grad=ift", "deq, grad=phantom", "explicit"]
     assert extra == ("grid.model.depth.grad",)
+
+
+def test_the_committed_quickstart_report_renders_without_console_errors(tmp_path):
+    """reports/quickstart/ as committed (make run's output): Chromium loads it with no console
+    error, and it shows the verdict columns and the claims check."""
+    browser = _chromium()
+    page = (Path(__file__).resolve().parents[1] / "reports" / "quickstart" / "index.html")
+    dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                          page.as_uri()], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    bad = [ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln or "net::ERR" in ln]
+    assert not bad, bad
+    for text in ("Claims check", "solver health", "matched", "vs baseline"):
+        assert text in dom.stdout, text

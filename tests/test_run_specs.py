@@ -32,7 +32,7 @@ def test_values_are_yaml_and_keys_follow_the_file_as_written():
 def test_overrides_change_run_ids_and_are_validated_like_the_file():
     job, _ = load_job_file(QUICKSTART)
     base = {r.name: r.run_id for r in expand_grid(job)}
-    job2, _ = load_job_file(QUICKSTART, ["train.steps=41"])
+    job2, _ = load_job_file(QUICKSTART, ["train.lr=0.002"])
     changed = {r.name: r.run_id for r in expand_grid(job2)}
     assert base.keys() == changed.keys() and all(base[k] != changed[k] for k in base)
     with pytest.raises(JobFileError) as err:

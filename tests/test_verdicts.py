@@ -141,6 +141,11 @@ def test_matched_pairs_get_ratio_verdicts_with_intervals_and_the_time_split(tmp_
     assert "DEQ fwd " in speed.evidence and "(solver " in speed.evidence and "+ opt " in speed.evidence
     saving = claims["A DEQ saves 68-88% of the activation memory of an explicit stack matched in parameters"]
     assert saving.verdict in ("within", "below", "above") and "counted bytes" in saving.evidence
+    # the solver's own price: against the weight-tied stack of the same cell at about its nfe
+    solver = next(c for k, c in claims.items() if k.startswith("A DEQ's training step costs about"))
+    tied = [s["step_time_s"] for s in fx.finished("weight_tied")]
+    assert f"{sum(deq) / sum(tied):.2f}\u00d7 [" in solver.evidence and "weight-tied fwd " in solver.evidence
+    assert solver.verdict in ("slower", "faster", "no difference shown"), solver.evidence
 
 
 def test_one_seed_ratios_take_their_interval_over_the_recorded_step_times(tmp_path):

@@ -15,6 +15,8 @@ rules of ``harness.report.verdicts`` (docs/verdicts.md), each with the figure be
   parameters, a ratio with its 95% interval, against the paper's 2.82x and 1.76x:
   consistent (the interval contains it) / lower / higher; where the step's time goes
   (forward, of which the solver; backward; optimizer) beside it;
+- the solver's own cost: each DEQ's step time over the weight-tied stack matched in parameters
+  and cell evaluations (no paper figure): slower / faster / no difference shown;
 - memory saving: activation memory saved against the explicit stack matched in parameters,
   against the paper's 68-88%: within / below / above, naming DEQ variants that use more
   memory than their stack.
@@ -181,6 +183,32 @@ def _ratio_claim(data: SweepData, models: pd.DataFrame, metric: str, paper: floa
     return Claim(claim, _summarise(words), "; ".join(evidence))
 
 
+def _solver_cost_claim(data: SweepData, models: pd.DataFrame) -> Claim:
+    """What the root solver itself costs: the DEQ's step time against the weight-tied stack of
+    the same cell at about its cell evaluations (no paper figure: a measurement, with its interval)."""
+    claim = ("A DEQ's training step costs about what a weight-tied stack matched in parameters and cell "
+             "evaluations costs (the solver's own price; slower / faster when the 95% interval excludes 1)")
+    pairs, evidence = _deq_pairs(data, models, ("weight_tied",))
+    words = []
+    for pair in pairs:
+        if not pair.nfe_matched:
+            evidence.append(f"{pair.label}: not judged, cell evaluations unmatched ({pair.matched_text()})")
+            continue
+        ratio = verdicts.pair_ratio(data, pair, "step_time_s")
+        if math.isnan(ratio.value):
+            continue
+        word = verdicts.INCONCLUSIVE if math.isnan(ratio.lo) else (
+            "slower" if ratio.lo > 1 else "faster" if ratio.hi < 1 else "no difference shown")
+        words.append(word)
+        evidence.append(f"{pair.label} [{pair.matched_text()}]: {ratio.text()}: {word}; DEQ "
+                        f"{verdicts.time_split(pair.model)}; weight-tied {verdicts.time_split(pair.base)}"
+                        f"{_health_note(pair)}")
+    if not words:
+        return Claim(claim, NOT_MEASURED, "; ".join(evidence) or "no DEQ and weight-tied stack matched in "
+                                                                 "parameters and cell evaluations")
+    return Claim(claim, _summarise(words), "; ".join(evidence))
+
+
 def _saving_claim(data: SweepData, models: pd.DataFrame) -> Claim:
     lo, hi = PAPER_SAVING_PCT
     claim = (f"A DEQ saves {lo:g}-{hi:g}% of the activation memory of an explicit stack matched in parameters "
@@ -220,6 +248,7 @@ def check_claims(data: SweepData, models: pd.DataFrame) -> list[Claim]:
         _quality_claim(data, models),
         _ratio_claim(data, models, "step_time_s", PAPER_TRAIN_SLOWDOWN, "training step time"),
         _ratio_claim(data, models, "infer_time_s", PAPER_INFER_SLOWDOWN, "inference time"),
+        _solver_cost_claim(data, models),
         _saving_claim(data, models),
     ]
 
@@ -231,8 +260,8 @@ def claims_table(data: SweepData, models: pd.DataFrame) -> Table | None:
     columns = [Column("claim", "claim", "text", "a claim of Bai, Kolter and Koltun (2019)"),
                Column("verdict", "verdict", "text",
                       "memory: yes / no; quality: equal / better / worse / inconclusive; ratios against "
-                      "the paper: consistent / lower / higher; saving: within / below / above; or not "
-                      "measured here"),
+                      "the paper: consistent / lower / higher; the solver's cost: slower / faster / no "
+                      "difference shown; saving: within / below / above; or not measured here"),
                Column("evidence", "evidence", "text", "the figure behind the verdict")]
     return Table("Claims check: the DEQ paper on this sweep",
                  "Each claim of the DEQ paper judged on this sweep's records, with the figure behind the verdict "

@@ -30,9 +30,8 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
-from scipy import stats as sps
-
 from harness.records.compare import CompareSettings, model_name
+from harness.report.stats import t_quantile
 from harness.report.units import is_missing
 
 EQUAL, BETTER, WORSE, INCONCLUSIVE = "equal", "better", "worse", "inconclusive"
@@ -41,11 +40,6 @@ UNCONVERGED_FLAG = 0.01          # more than 1% of the solves above tol: flagged
 QUALITY_METRIC = {"lm": ("val_ppl", False), "copy": ("val_acc", True)}   # task -> (figure, higher is better)
 Z_ALPHA, Z_POWER = 1.645, 0.842  # one-sided 5% test, 80% power: the seeds estimate's normal quantiles
 Z_TWO_SIDED = 1.960
-
-
-def t_quantile(p: float, df: float) -> float:
-    """Student's t quantile (scipy); NaN for df < 1."""
-    return float(sps.t.ppf(p, df)) if df >= 1 else math.nan
 
 
 def _value(row: pd.Series, field: str) -> float:

@@ -59,9 +59,9 @@ def apply_overrides(raw: Any, items: Iterable[str], file: str | Path) -> Any:
         if not isinstance(raw, dict):
             raise JobFileError(file, "", f"--set {key}: the job file's top level is not a mapping")
         _set(raw, key.split("."), value, file, key)
-        keys.append((key, item))
-    for key, item in keys:
-        _check_shadow(raw, key, item, file)
+        keys.append((key, value, item))
+    for key, value, item in keys:
+        _check_shadow(raw, key, value, item, file)
     return raw
 
 
@@ -71,7 +71,7 @@ def _under(key: str, grid_key: str) -> bool:
     return key == grid_key or key.startswith(grid_key + ".")
 
 
-def _check_shadow(raw: dict, key: str, item: str, file: str | Path) -> None:
+def _check_shadow(raw: dict, key: str, new_value: Any, item: str, file: str | Path) -> None:
     """Refuse ``--set key=...`` when the grid sets ``key`` in every run; note it when in some."""
     grid = raw.get("grid")
     if key.split(".")[0] in ("grid", "name", "description", "compare") or not isinstance(grid, dict):
@@ -87,7 +87,8 @@ def _check_shadow(raw: dict, key: str, item: str, file: str | Path) -> None:
     if not isinstance(cases, list):
         return
     setting = [i for i, case in enumerate(cases) if isinstance(case, dict)
-               and any(_under(key, sub) for sub in case if sub != "label")]
+               and any(_under(key, sub) and not (sub == key and case[sub] == new_value)  # same value: no shadow
+                       for sub in case if sub != "label")]
     if not setting:
         return
     def label(i: int) -> str:

@@ -71,6 +71,22 @@ def _distinct(points: list, key) -> list:
     return out
 
 
+def _resources(block: dict, everything: bool = False, cuda: bool = False) -> dict[str, Any]:
+    """The smoke values of the ``resources.*`` keys of ``block`` (dotted keys; ``everything``:
+    the three a smoke run always sets, present or not): one CPU per worker, one worker (two
+    where the job asks for more, so data parallelism still runs), no GPU unless ``cuda``."""
+    out: dict[str, Any] = {}
+    if everything or "resources.gpus_per_worker" in block:
+        if not cuda:
+            out["resources.gpus_per_worker"] = 0
+    if everything or "resources.cpus_per_worker" in block:
+        out["resources.cpus_per_worker"] = 1
+    if everything or "resources.workers" in block:
+        workers = block.get("resources.workers", 1)
+        out["resources.workers"] = 2 if isinstance(workers, int) and workers > 2 else 1
+    return out
+
+
 def smoke_overrides(raw: dict, cuda: bool = False) -> list[str]:
     """``--set`` items that shrink the job file ``raw`` (parsed, the user's overrides applied)
     to a smoke run: one seed, tiny sizes, a few steps, one worker per run (two where the job
@@ -92,9 +108,9 @@ def smoke_overrides(raw: dict, cuda: bool = False) -> list[str]:
         sets += ["model.adaptive_softmax.cutoffs=[50, 100, 200]", "model.adaptive_softmax.div_value=2.0"]
     sets += [f"data.{k}={v}" for k, v in DATA.items() if k in data and not everywhere(f"data.{k}")]
     resources = raw.get("resources") if isinstance(raw.get("resources"), dict) else {}
-    if not cuda:
-        sets.append("resources.gpus_per_worker=0")
-    sets += ["resources.cpus_per_worker=1", f"resources.workers={2 if resources.get('workers', 1) > 2 else 1}"]
+    sets += [f"{key}={value}" for key, value in _resources(
+        {f"resources.{k}": v for k, v in resources.items()}, everything=True, cuda=cuda).items()
+        if not everywhere(key)]
     if "seed" in grid:
         sets.append("grid.seed=[0]")
     depths = grid.get("model.depth") if isinstance(grid.get("model.depth"), list) else []
@@ -106,8 +122,11 @@ def smoke_overrides(raw: dict, cuda: bool = False) -> list[str]:
     kept_cases = _distinct(cases, _case_model)
     if len(kept_cases) < len(cases):
         sets.append(f"grid.cases={_flow(kept_cases)}")
-    for i, case in enumerate(kept_cases):
-        sets += [f"grid.cases.{i}.model.{k}={v}" for k, v in MODEL.items() if f"model.{k}" in case]
+    for i, case in enumerate(kept_cases):  # what a case sets for itself is shrunk there
+        sets += [f"grid.cases.{i}.{section}.{k}={v}" for section, values in (("model", MODEL), ("train", TRAIN),
+                                                                            ("data", DATA))
+                 for k, v in values.items() if f"{section}.{k}" in case]
+        sets += [f"grid.cases.{i}.{key}={value}" for key, value in _resources(case).items()]
         sets += _depth_sets(f"grid.cases.{i}.model.depth", case.get("model.depth"))
     if isinstance(raw.get("compare"), dict) and raw["compare"].get("pairs"):
         sets.append("compare.pairs=[]")  # its pairs may name models the smoke run left out
