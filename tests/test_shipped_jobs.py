@@ -80,7 +80,7 @@ def test_shipped_job_runs_from_a_user_folder(workdir, name):
         assert summary["steps"] == SMOKE_TRAIN["steps"]
         assert summary["wall_time_s"] > 0 and summary["attempts"] == 1
     page = (workdir / "reports" / f"{job['name']}-smoke" / "README.md").read_text()
-    assert "Smoke run (`harness.submit --smoke`): sizes shrunk, figures not comparable" in page
+    assert "Smoke run (harness.submit --smoke): sizes shrunk, figures not comparable" in page
     if job["data"]["dataset"] == "synthetic":  # generated once, where the job file says
         assert (workdir / "data" / "synthetic" / "synthetic.json").exists()
     lines = [json.loads(x) for x in (sweep / "runs" / runs[0] / "metrics.jsonl").read_text().splitlines()]

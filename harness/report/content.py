@@ -183,7 +183,7 @@ def build_content(data: SweepData, tables: list[Table], figures: list[ReportFigu
     run_env, warnings = _run_env(data)
     notes = []
     if "spec.smoke" in runs and runs["spec.smoke"].fillna(False).astype(bool).any():
-        notes.append("Smoke run (`harness.submit --smoke`): sizes shrunk, figures not comparable. It checks "
+        notes.append("Smoke run (harness.submit --smoke): sizes shrunk, figures not comparable. It checks "
                      "that the job file runs end to end; its numbers measure nothing.")
     optimal = runs["optimal_ppl"].dropna()
     if len(optimal):
