@@ -17,6 +17,7 @@ the grid's cases replace in some runs is applied to the others and reported in a
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -99,8 +100,6 @@ def _check_shadow(raw: dict, key: str, new_value: Any, item: str, file: str | Pa
     if len(setting) == len(cases):
         raise JobFileError(file, key, f"--set {item} would change nothing: every grid case sets {shadow!r}; set "
                                       f"it per case instead, e.g. --set {example}")
-    import sys
-
     kept = ", ".join(label(i) for i in setting)
     print(f"note: --set {item} applies to the runs of {len(cases) - len(setting)} of {len(cases)} grid cases; "
           f"{kept} keep their grid value of {shadow!r} (e.g. --set {example})", file=sys.stderr)

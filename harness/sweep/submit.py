@@ -144,9 +144,9 @@ def smoke_sets(job_file: str | Path, overrides: list[str], listed: bool = False)
 
     raw, _ = read_raw_job(job_file, overrides)
     sets = smoke_overrides(raw, cuda=torch.cuda.is_available())
-    grid = [s.split("=", 1)[0] for s in sets if s.startswith(("grid.cases=", "grid.model.depth=", "grid.seed="))]
-    print(f"smoke run: {raw.get('name')}{'' if raw.get('name', '').endswith('-smoke') else '-smoke'}: widths, "
-          f"steps, depths and workers shrunk{', grid cut to one seed and the points that still differ' if grid else ''}"
+    cut = any(s.startswith(("grid.cases=", "grid.model.depth=", "grid.seed=")) for s in sets)
+    print(f"smoke run: {raw.get('name')}-smoke: widths, steps, depths and workers shrunk"
+          f"{', grid cut to one seed and the points that still differ' if cut else ''}"
           f"; figures not comparable; {len(sets)} --set items, kept in sweep.json"
           + ("" if listed else " (--dry-run --smoke lists them)"))
     for item in sets if listed else ():
