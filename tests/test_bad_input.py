@@ -400,3 +400,38 @@ def test_a_bad_DEQBENCH_NATIVE_is_refused_before_anything_runs(tmp_path: Path, r
     job = write_job(tmp_path)
     assert_rejected(*run_cli(job), tmp_path, job, "", "environment variable DEQBENCH_NATIVE must be one of",
                     "('auto', '0', '1')", "got 'fast'")
+
+
+# ----------------------------------------------------------------------------- data.synthetic
+
+@pytest.mark.parametrize("synthetic, key_path, fragments", [
+    ({"vocab_size": 20, "successors": 11}, "data.synthetic", ("successors (11)", "vocab_size // 2 (10)")),
+    ({"vocab_size": 2}, "data.synthetic.vocab_size", ("2", "greater than or equal to 3")),
+    ({"vocab": 300}, "data.synthetic", ("unknown key 'vocab'", "vocab_size")),
+], ids=["successors-too-many", "vocab-too-small", "unknown-key"])
+def test_bad_synthetic_spec(tmp_path: Path, run_cli, synthetic: dict, key_path: str,
+                            fragments: tuple[str, ...]) -> None:
+    job = write_job(tmp_path, setter("data.synthetic", synthetic))
+    assert_rejected(*run_cli(job), tmp_path, job, key_path, *fragments)
+
+
+def test_a_folder_holding_another_synthetic_corpus_is_refused(tmp_path: Path, run_cli) -> None:
+    """data.synthetic names the corpus a run needs: a folder generated from another spec is
+    refused in one line naming the differing key, before Ray starts, and left as it was."""
+    from harness.data.synthetic_corpus import SyntheticSpec, write_synthetic_corpus
+
+    corpus = tmp_path / "corpora" / "small"
+    write_synthetic_corpus(corpus, SyntheticSpec(vocab_size=40, train_tokens=500, valid_tokens=100,
+                                                 test_tokens=100))
+    before = {p.name: p.stat().st_mtime_ns for p in corpus.iterdir()}
+
+    def change(raw: dict) -> None:
+        raw["data"]["data_dir"] = str(corpus)
+        raw["data"]["synthetic"] = {"vocab_size": 60, "train_tokens": 500, "valid_tokens": 100, "test_tokens": 100}
+    job = write_job(tmp_path, change)
+    code, err = run_cli(job)
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {job}: data.data_dir: {corpus}") and "vocab_size=40" in err and \
+        "vocab_size=60" in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in corpus.iterdir()} == before
+    assert not (tmp_path / "results").exists()

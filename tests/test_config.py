@@ -200,7 +200,7 @@ def test_defaults_are_filled_in(tmp_path: Path) -> None:
         (1e-3, "cosine", 0, 0, "auto")
     assert (train.measure_warmup, train.measure_steps, train.eval_interval) == (2, 5, 0)
     assert run.data.model_dump() == {"dataset": "synthetic", "data_dir": None, "seq_len": 32, "blank_len": 50,
-                           "n_digits": 10}
+                           "n_digits": 10, "synthetic": None}
     assert run.deepspeed.model_dump() == {}
 
 

@@ -348,3 +348,21 @@ def test_bench_load_small_run(tmp_path: Path) -> None:
     assert (first["cache"], second["cache"]) == ("miss", "hit")
     assert first["checksum"] == second["checksum"] and first["train_tokens"] >= 20_000
     assert result["text_bytes"] > 0 and not (tmp_path / "bench").exists()  # cleaned up
+
+
+def test_load_corpus_generates_the_asked_synthetic_spec_and_refuses_another(tmp_path: Path) -> None:
+    """``data.synthetic`` reaches the generator: an empty folder gets that spec's corpus (its
+    vocabulary and optimum), a second call with the same spec reuses it, another spec is refused."""
+    from harness.data import DataError
+    from harness.data.synthetic_corpus import SyntheticSpec
+
+    spec = SyntheticSpec(vocab_size=30, successors=3, train_tokens=3000, valid_tokens=500, test_tokens=500, seed=4)
+    corpus = load_corpus("synthetic", tmp_path / "c", synthetic=spec)
+    assert corpus.meta["synthetic_spec"]["vocab_size"] == 30 and corpus.meta["generated"]
+    assert len(corpus.vocab) <= 31 and corpus.optimal_ppl < 3.5  # 30 states (+ <unk>); 3 successors: optimum below 3
+    again = load_corpus("synthetic", tmp_path / "c", synthetic=spec)
+    assert not again.meta["generated"] and again.optimal_ppl == corpus.optimal_ppl
+    assert not load_corpus("synthetic", tmp_path / "c").meta["generated"]  # no spec: whatever is there
+    with pytest.raises(DataError, match="successors=3.*successors=4"):
+        load_corpus("synthetic", tmp_path / "c", synthetic=SyntheticSpec(
+            vocab_size=30, successors=4, train_tokens=3000, valid_tokens=500, test_tokens=500, seed=4))

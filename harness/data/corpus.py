@@ -32,7 +32,7 @@ import torch
 
 from .datasets import SPLITS, SYNTHETIC_META, check_data_dir, dataset_info, split_files
 from .fsutil import atomic_write, file_lock
-from .synthetic_corpus import ensure_synthetic_corpus, load_chain, read_synthetic_meta
+from .synthetic_corpus import SyntheticSpec, ensure_synthetic_corpus, load_chain, read_synthetic_meta
 from .text import encode_indexed, index_file
 from .vocab import UNK, DataError, Vocab
 
@@ -120,11 +120,12 @@ def _writable_cache_dir(cache_dir: Path) -> str | None:
 
 
 def load_corpus(dataset: str, data_dir: str | Path, *, cache_dir: str | Path | None = None,
-                blank_lines: str = "eos") -> Corpus:
+                blank_lines: str = "eos", synthetic: SyntheticSpec | None = None) -> Corpus:
     """Load ``dataset`` ("wikitext103", "ptb" or "synthetic") from ``data_dir``.
 
     ``blank_lines="eos"`` (default) counts a blank line as one ``<eos>``, like the
     Transformer-XL / DEQ loaders; ``"skip"`` drops blank lines (not for "synthetic").
+    ``synthetic``: the spec the synthetic corpus must have (generated if the folder is empty).
     """
     start = time.perf_counter()
     info = dataset_info(dataset)
@@ -134,7 +135,7 @@ def load_corpus(dataset: str, data_dir: str | Path, *, cache_dir: str | Path | N
         raise ValueError("blank_lines='skip' is not allowed for 'synthetic' (its token stream must stay exact)")
     check_data_dir(dataset, data_dir)
     data_dir = Path(data_dir)
-    generated = info.kind == "synthetic" and ensure_synthetic_corpus(data_dir)
+    generated = info.kind == "synthetic" and ensure_synthetic_corpus(data_dir, synthetic)
     files = split_files(dataset, data_dir)
     extra_paths, extra_words, synth_meta = [], [], None
     if info.kind == "synthetic":

@@ -162,21 +162,42 @@ def read_synthetic_meta(data_dir: str | Path) -> dict:
     return meta
 
 
-def ensure_synthetic_corpus(data_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> bool:
+def ensure_synthetic_corpus(data_dir: str | Path, spec: SyntheticSpec | None = None) -> bool:
     """Generate ``spec``'s corpus into ``data_dir`` unless one is there; True if generated.
 
+    ``spec`` None: any complete corpus found is used, else the default one is generated.
+    A given ``spec`` must match the corpus found (a DataError names the first key that
+    differs), so a job file's ``data.synthetic`` never silently trains on another corpus.
     Safe when several workers call it at once (a lock; the loser finds the files).
     A directory holding only some of the files is refused with a DataError.
     """
     data_dir = Path(data_dir)
     if synthetic_state(data_dir) == "complete":
+        check_synthetic_spec(data_dir, spec)
         return False
     data_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(data_dir / ".synthetic.lock"):
         state = synthetic_state(data_dir)
         if state == "complete":
+            check_synthetic_spec(data_dir, spec)
             return False
         if state == "partial":
             check_data_dir("synthetic", data_dir)  # raises the one-line error naming what is missing
-        write_synthetic_corpus(data_dir, spec)
+        write_synthetic_corpus(data_dir, spec or SyntheticSpec())
     return True
+
+
+def check_synthetic_spec(data_dir: str | Path, spec: SyntheticSpec | None) -> None:
+    """Refuse (DataError, one line) a corpus in ``data_dir`` written from another spec than ``spec``."""
+    if spec is None:
+        return
+    found = read_synthetic_meta(data_dir).get("spec")
+    wanted = asdict(spec)
+    if not isinstance(found, dict):
+        raise DataError(f"synthetic metadata {Path(data_dir) / SYNTHETIC_META} holds no spec; "
+                        f"regenerate it into an empty dir")
+    for key, value in wanted.items():
+        if found.get(key) != value:
+            raise DataError(f"{data_dir} holds a synthetic corpus with {key}={found.get(key)!r}, "
+                            f"not the {key}={value!r} asked for (data.synthetic); point data.data_dir "
+                            f"at another folder, or empty this one to regenerate it")

@@ -126,12 +126,30 @@ def _derive_columns(runs: pd.DataFrame) -> pd.DataFrame:
         derived["task"].append(_first(row.get("task"), row.get("spec.task")))
         derived["dataset"].append(_first(row.get("dataset"), row.get("spec.data.dataset")))
     derived["seed"] = [int(s) if isinstance(s, float) and s.is_integer() else s for s in derived["seed"]]
+    derived["data_setting"] = [_data_setting(row) for _, row in runs.iterrows()]
     for key, values in derived.items():
         runs[key] = pd.Series(values, index=runs.index, dtype=object)
     for field in METRIC_FIELDS + ("depth",):
         runs[field] = pd.to_numeric(runs[field], errors="coerce")
     runs["state"] = runs["state"].fillna("pending") if "state" in runs else "pending"
     return runs
+
+
+# The data keys that make two runs' data the same, per task (a copy run ignores the corpus
+# keys and an LM run the copy keys, so a job file's shared data block does not split them).
+DATA_SETTING_KEYS = {"lm": ("dataset", "data_dir", "seq_len", "synthetic"), "copy": ("dataset", "blank_len", "n_digits")}
+
+
+def _data_setting(row: pd.Series) -> str:
+    """One string per distinct data setting of a run (``data_setting``): verdicts and the
+    baseline column compare only models trained and evaluated on the same data."""
+    task = _first(row.get("task"), row.get("spec.task"))
+    parts = []
+    for key in DATA_SETTING_KEYS.get(str(task), DATA_SETTING_KEYS["lm"]):
+        values = {c: row[c] for c in row.index if (c == f"spec.data.{key}" or c.startswith(f"spec.data.{key}."))
+                  and _first(row[c]) is not None}
+        parts.append(f"{key}={json.dumps(values, sort_keys=True, default=str)}")
+    return f"{task}: " + "; ".join(parts)
 
 
 def _parsed(value: Any) -> Any:

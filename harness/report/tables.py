@@ -78,9 +78,9 @@ def _sort_key(strategy: str, depth: float, first_run: int, order: list[str]) -> 
 
 
 def _match_baseline(row: pd.Series, candidates: pd.DataFrame, fields: tuple[str, ...]) -> pd.Series | None:
-    """The candidate of the same task and dataset sharing the most settings with ``row``;
-    ties: closest, then larger, depth. None when no candidate has the same task and dataset."""
-    for must in ("task", "dataset"):
+    """The candidate of the same task and data setting sharing the most settings with ``row``;
+    ties: closest, then larger, depth. None when no candidate has the same task and data."""
+    for must in ("task", "dataset", "data_setting"):
         candidates = candidates[[str(c) == str(row[must]) for c in candidates[must]]] if len(candidates) else candidates
     if candidates.empty:
         return None
@@ -126,6 +126,7 @@ def model_frame(data: SweepData, baseline: str | None = None) -> pd.DataFrame:
         first = runs.iloc[0]
         row = {"model": first["model"], "model_key": model_key, "n": len(runs), "_first": int(runs.index.min()),
                "n_runs": int((data.runs["model_key"] == model_key).sum()),
+               "data_setting": first["data_setting"],
                **{f: first[f] for f in dict.fromkeys(data.group_fields + data.extra_fields)}}
         row["seeds"] = " ".join(str(s) for s in sorted(runs["seed"].dropna().tolist(), key=str))
         for metric in METRIC_FIELDS:

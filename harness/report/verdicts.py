@@ -108,7 +108,7 @@ def model_names(data) -> dict[str, str]:
 
 
 def _same_setting(row: pd.Series, candidates: pd.DataFrame) -> pd.DataFrame:
-    for field in ("task", "dataset", "cell"):
+    for field in ("task", "dataset", "data_setting", "cell"):
         if field in candidates and field in row:
             candidates = candidates[[str(c) == str(row[field]) for c in candidates[field]]]
     return candidates
@@ -118,7 +118,7 @@ def find_pair(model: pd.Series, models: pd.DataFrame, strategies: tuple[str, ...
               names: dict[str, str]) -> tuple[Pair | None, Pair | None]:
     """(the matched pair, the closest unmatched candidate) of ``model`` against a model of one of
     ``strategies``. A pair the job file names for this model wins; otherwise the candidates of
-    the same task, dataset and cell, matched in parameters, closest in nfe (then deeper)."""
+    the same task, data (``data_setting``) and cell, matched in parameters, closest in nfe (then deeper)."""
     own = names.get(model["model_key"])
     by_name = {names.get(r["model_key"]): r for _, r in models.iterrows()}
     for pair in settings.pairs:

@@ -64,6 +64,30 @@ class _Section(BaseModel):
         return value
 
 
+MAX_SYNTHETIC_TOKENS = 100_000_000  # per split of a generated synthetic corpus
+
+
+class SyntheticSection(_Section):
+    """``data.synthetic``: the generated corpus's spec (``harness.data.SyntheticSpec``)."""
+
+    vocab_size: int = Field(2000, ge=3, le=5_000_000, description="chain states, <eos> included")
+    successors: int = Field(16, ge=2, description="successors per state (at most vocab_size // 2)")
+    dirichlet_alpha: float = Field(1.0, gt=0)
+    zipf_exponent: float = Field(1.0, ge=0)
+    eos_edge_prob: float = Field(0.25, ge=0, le=1)
+    train_tokens: int = Field(300_000, ge=2, le=MAX_SYNTHETIC_TOKENS)
+    valid_tokens: int = Field(30_000, ge=2, le=MAX_SYNTHETIC_TOKENS)
+    test_tokens: int = Field(30_000, ge=2, le=MAX_SYNTHETIC_TOKENS)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+    @model_validator(mode="after")
+    def _successors_fit(self) -> "SyntheticSection":
+        if self.successors > self.vocab_size // 2:
+            raise ValueError(f"successors ({self.successors}) must be at most vocab_size // 2 "
+                             f"({self.vocab_size // 2})")
+        return self
+
+
 class DataSection(_Section):
     dataset: Literal["synthetic", "ptb", "wikitext103", "copy_memory"]
     data_dir: str | None = Field(None, max_length=4096,
@@ -71,6 +95,18 @@ class DataSection(_Section):
     seq_len: int = Field(32, gt=0, le=MAX_SEQ_LEN, description="tokens per training sequence (LM)")
     blank_len: int = Field(50, gt=0, le=MAX_SEQ_LEN, description="copy memory: blanks between digits and recall")
     n_digits: int = Field(10, gt=0, le=MAX_DIGITS)
+    synthetic: SyntheticSection | None = Field(
+        None, description="dataset synthetic (ignored by the others, like seq_len by copy memory): "
+        "the corpus to generate (vocabulary, size, seed); absent: whatever corpus data_dir holds, "
+        "else the default one")
+
+    def synthetic_spec(self) -> Any:
+        """``data.synthetic`` as the generator's ``harness.data.SyntheticSpec`` (None if absent)."""
+        if self.synthetic is None:
+            return None
+        from harness.data.synthetic_corpus import SyntheticSpec
+
+        return SyntheticSpec(**self.synthetic.model_dump())
 
     @field_validator("data_dir")
     @classmethod

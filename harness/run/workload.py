@@ -31,7 +31,7 @@ class Workload:
         self.unigram_ppl: float | None = None  # lm: the context-free reference (Corpus.unigram_ppl)
         self.chance_acc: float | None = None   # copy: a guesser's recall accuracy
         if self.task == "lm":
-            corpus = load_corpus(self.data.dataset, self.data.data_dir)
+            corpus = load_corpus(self.data.dataset, self.data.data_dir, synthetic=self.data.synthetic_spec())
             self.vocab_size = len(corpus.vocab)
             self.optimal_ppl = corpus.optimal_ppl
             self.unigram_ppl = corpus.unigram_ppl("valid")

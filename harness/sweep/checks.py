@@ -117,6 +117,15 @@ def check_data(runs: list[RunSpec], file: str | Path) -> None:
         except (OSError, ValueError) as exc:  # e.g. a name too long for the file system
             raise JobFileError(file, "data.data_dir", f"{dataset}: data dir {_short(data_dir)} cannot be "
                                                       f"used: {getattr(exc, 'strerror', None) or exc}") from None
+    from harness.data.datasets import synthetic_state
+    from harness.data.synthetic_corpus import check_synthetic_spec
+
+    for run in runs:  # a corpus already there must be the one data.synthetic asks for
+        if run.task == "lm" and run.data.synthetic is not None and synthetic_state(Path(run.data.data_dir)) == "complete":
+            try:
+                check_synthetic_spec(run.data.data_dir, run.data.synthetic_spec())
+            except DataError as exc:
+                raise JobFileError(file, "data.data_dir", str(exc).splitlines()[0]) from None
 
 
 def check_output_dir(path: Path, what: str, file: str | Path) -> None:

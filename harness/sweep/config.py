@@ -38,7 +38,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -215,7 +215,8 @@ def _fields_at(prefix: str, loc: tuple) -> list[str]:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return []
-        model = field.annotation
+        model = next((a for a in (field.annotation, *get_args(field.annotation))  # X | None: X
+                      if hasattr(a, "model_fields")), None)
     return list(getattr(model, "model_fields", {}))
 
 

@@ -162,10 +162,18 @@ def prepare_data(runs: list[RunSpec], file: str | Path) -> None:
     from harness.data import DataError
     from harness.data.synthetic_corpus import ensure_synthetic_corpus
 
-    for data_dir in sorted({r.data.data_dir for r in runs
-                            if r.task == "lm" and r.data.dataset == "synthetic"}):
+    wanted: dict[str, object] = {}
+    for r in runs:
+        if r.task == "lm" and r.data.dataset == "synthetic":
+            spec = r.data.synthetic_spec()
+            if r.data.data_dir in wanted and wanted[r.data.data_dir] not in (None, spec) and spec is not None:
+                raise JobFileError(file, "data.synthetic", f"{r.data.data_dir}: two runs ask for different "
+                                   f"synthetic corpora in one folder; give each its own data_dir")
+            if wanted.get(r.data.data_dir) is None:
+                wanted[r.data.data_dir] = spec
+    for data_dir, spec in sorted(wanted.items()):
         try:
-            if ensure_synthetic_corpus(data_dir):
+            if ensure_synthetic_corpus(data_dir, spec):
                 print(f"generated the synthetic corpus in {data_dir}")
         except (DataError, OSError) as exc:
             raise JobFileError(file, "data.data_dir", f"{data_dir}: {exc}".splitlines()[0]) from None
