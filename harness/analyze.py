@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness.analyze: error: {sweep}: not a sweep's results folder (no runs/ in it)", file=sys.stderr)
         return 2
     known = store.run_ids()
+    for problem in store.problems:  # a damaged sweep.json: its runs are taken from runs/
+        print(f"harness.analyze: warning: {problem}", file=sys.stderr)
     unknown = [r for r in args.run if r not in known]
     if unknown:
         print(f"harness.analyze: error: {sweep}: no run {unknown[0]!r}; its runs: {', '.join(known)}",
@@ -64,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         from harness.report import write_report
 
         try:
-            out = write_report(sweep, args.reports)
+            from harness.report import load_report_data
+
+            data = load_report_data(sweep)
+            for problem in data.problems:
+                print(f"harness.analyze: warning: {problem}", file=sys.stderr)
+            out = write_report(sweep, args.reports, data=data)
         except (FileNotFoundError, ValueError) as exc:
             print(f"harness.analyze: the report could not be written: {exc}", file=sys.stderr)
             return 1

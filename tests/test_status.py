@@ -179,8 +179,11 @@ def test_an_unreadable_record_does_not_hide_the_others(tmp_path):
     store.run("good000000").set_status("running", step=3)
     store.run("bad0000000").dir.mkdir(parents=True)
     (store.run("bad0000000").dir / "status.json").write_text('{"state": "runn')
-    rows = {r["run_id"]: r for r in status_rows(store.dir)}
+    problems: list = []
+    rows = {r["run_id"]: r for r in status_rows(store.dir, problems=problems)}
     assert rows["good000000"]["state"] == "running" and rows["good000000"]["step"] == 3
-    assert rows["bad0000000"]["state"] == "unknown"
-    assert rows["bad0000000"]["reason"].startswith("unreadable record: JSONDecodeError")
-    assert "1 unknown" in render_status(store.dir).splitlines()[-1]
+    # a torn status is rebuilt from the other records: no summary, so pending (resubmitting resumes it)
+    assert rows["bad0000000"]["state"] == "pending"
+    assert rows["bad0000000"]["reason"].startswith("status.json: not JSON")
+    assert [str(p).split(":")[0] for p in problems] == [str(store.run("bad0000000").dir / "status.json")]
+    assert "1 pending" in render_status(store.dir).splitlines()[-1]

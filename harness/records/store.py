@@ -11,24 +11,27 @@ record or the new one. ``metrics.jsonl`` is appended line by line; a reader skip
 incomplete last line, and :meth:`RunRecord.truncate_metrics` rewrites it atomically
 when a run resumes from a checkpoint, so the curve has no duplicate steps.
 
-``load_sweep`` returns one row per run as a pandas DataFrame (spec, status and summary
-flattened); ``load_metrics`` returns every run's per-step records.
+Reading (``harness.records.io``): a record that exists but cannot be used (empty, torn, not
+UTF-8, not JSON, the wrong shape) never raises from the ``read_*`` methods: it is read as
+missing, or a status is rebuilt (:meth:`RunRecord.read_status`), and one
+:class:`RecordProblem` line is kept in the record's ``problems``. ``strict=True`` raises
+:class:`RecordError` instead. The pandas loaders are in ``harness.records.loaders``.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import errno
 import logging
-import json
-import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-import pandas as pd
+from harness.records.io import (STATES, RecordError, RecordProblem, append_whole, atomic_write_json,
+                                atomic_write_text, json_line, read_json, read_jsonl, scan_jsonl, skipped_lines)
+from harness.records.tail import latest_records
 
-STATES = ("pending", "running", "finished", "failed")
+__all__ = ["STATES", "RecordError", "RecordProblem", "RunRecord", "SweepStore", "append_whole", "atomic_write_json",
+           "atomic_write_text", "is_disk_full", "read_json", "read_jsonl", "release_reserve", "utc_now"]
 
 
 def utc_now() -> str:
@@ -36,95 +39,7 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _clean(obj: Any) -> Any:
-    """Replace non-finite floats with None so every file is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(_clean(obj), indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-def append_whole(path: str | Path, data: bytes) -> None:
-    """Append ``data`` to ``path`` (made if missing) and fsync; if the write fails (a full
-    disk), the file is cut back to its old end, so no half line or record stays behind to
-    corrupt the next append."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as fh:
-        size = fh.tell()
-        try:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        except OSError:
-            fh.truncate(size)
-            raise
-
-
-def read_json(path: str | Path, default: Any = None) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        return default
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a JSON-lines file; an incomplete (torn) last line is ignored."""
-    out: list[dict] = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.endswith("\n"):
-                    break  # torn final line: the writer died mid-append
-                line = line.strip()
-                if line:
-                    out.append(json.loads(line))
-    except FileNotFoundError:
-        pass
-    return out
+NOT_FINISHED = "the run counts as not finished: left out of the figures; resubmitting reruns it"
 
 
 class RunRecord:
@@ -132,6 +47,7 @@ class RunRecord:
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
+        self.problems: list[RecordProblem] = []  # damaged records met by the readers below
 
     # paths
     @property
@@ -219,37 +135,92 @@ class RunRecord:
             return False
         return True
 
+    # reading: a damaged file (RecordError) is noted in ``problems`` and read as missing
+    def _read(self, name: str, default: Any, action: str = "read as missing", strict: bool = False) -> Any:
+        try:
+            return read_json(self.dir / name, default)
+        except RecordError as exc:
+            if strict:
+                raise
+            self.note(RecordProblem(exc.path, exc.problem, self.run_id, action=action))
+            return default
+
+    def note(self, problem: RecordProblem) -> None:
+        """Keep one line about a damaged record of this run (once per file and problem)."""
+        if all((p.path, p.problem) != (problem.path, problem.problem) for p in self.problems):
+            self.problems.append(problem)
+
+    def problem_with(self, file_name: str) -> RecordProblem | None:
+        """The problem noted about this run's file ``file_name``, if any."""
+        return next((p for p in self.problems if p.path.name == file_name), None)
+
     # spec / env / summary
     def write_spec(self, spec: dict) -> None:
         atomic_write_json(self.dir / "spec.json", spec)
 
-    def read_spec(self) -> dict:
-        return read_json(self.dir / "spec.json", {})
+    def read_spec(self, *, strict: bool = False) -> dict:
+        return self._read("spec.json", {}, "the run's settings are unknown", strict)
 
     def write_env(self, env: dict) -> None:
         atomic_write_json(self.dir / "env.json", env)
 
     def read_env(self) -> dict:
-        return read_json(self.dir / "env.json", {})
+        return self._read("env.json", {})
 
     def write_summary(self, summary: dict) -> None:
         atomic_write_json(self.dir / "summary.json", summary)
 
     def read_summary(self) -> dict | None:
-        return read_json(self.dir / "summary.json")
+        return self._read("summary.json", None, NOT_FINISHED)
 
     def write_analysis(self, analysis: dict) -> None:
         atomic_write_json(self.dir / "analysis.json", analysis)
 
     def read_analysis(self) -> dict | None:
-        return read_json(self.dir / "analysis.json")
+        return self._read("analysis.json", None, "read as missing (python -m harness.analyze rebuilds it)")
 
     # status
-    def read_status(self) -> dict:
-        return read_json(self.dir / "status.json", {"run_id": self.run_id, "state": "pending",
-                                                    "reason": None, "rank": None, "attempt": 0,
-                                                    "step": 0, "started": None, "ended": None,
-                                                    "updated": None})
+    def read_status(self, *, strict: bool = False) -> dict:
+        """The run's status. A damaged ``status.json`` is rebuilt from the other records
+        (:meth:`_rebuilt_status`), and a ``finished`` run whose ``summary.json`` is damaged
+        reads as ``pending``, so resubmitting reruns it; ``strict``: RecordError instead."""
+        try:
+            status = read_json(self.dir / "status.json")
+        except RecordError as exc:
+            if strict:
+                raise
+            return self._rebuilt_status(exc)
+        if status is None:
+            return {"run_id": self.run_id, "state": "pending", "reason": None, "rank": None, "attempt": 0,
+                    "step": 0, "started": None, "ended": None, "updated": None}
+        if status.get("state") == "finished":
+            try:
+                read_json(self.dir / "summary.json")
+            except RecordError as exc:
+                if strict:
+                    raise
+                self.note(RecordProblem(exc.path, exc.problem, self.run_id, action=NOT_FINISHED))
+                return {**status, "state": "pending", "ended": None, "reason": f"{exc}; resubmit to rerun the run"}
+        return status
+
+    def _rebuilt_status(self, exc: RecordError) -> dict:
+        """A status from the records beside a damaged one: ``finished`` when the run's summary
+        is whole, else ``pending`` at the last recorded step (resubmitting resumes it)."""
+        summary = self._read("summary.json", None, NOT_FINISHED)
+        latest = latest_records(self.metrics_path)
+        step = max([0] + [int(r["step"]) for r in latest.values() if isinstance(r.get("step"), (int, float))])
+        if summary:
+            steps = summary.get("steps")
+            step, state, reason = int(steps) if isinstance(steps, (int, float)) else step, "finished", None
+            action = "status rebuilt as finished from summary.json"
+        else:
+            again = "resumes it from its last checkpoint" if self.latest_checkpoint() else "reruns it"
+            state = "pending"
+            action = f"status rebuilt as pending at step {step}: resubmitting the sweep {again}"
+            reason = f"{exc.path.name}: {exc.problem}; {action}"
+        self.note(RecordProblem(exc.path, exc.problem, self.run_id, action=action))
+        return {"run_id": self.run_id, "state": state, "reason": reason, "rank": None, "attempt": 0, "step": step,
+                "started": None, "ended": None, "updated": None}
 
     def set_status(self, state: str, **fields: Any) -> dict:
         if state not in STATES:
@@ -273,18 +244,23 @@ class RunRecord:
         return self.dir / "metrics.jsonl"
 
     def append_metrics(self, records: Iterable[dict]) -> None:
-        lines = "".join(json.dumps(_clean(r), default=_json_default) + "\n" for r in records)
+        lines = "".join(json_line(r) for r in records)
         if not lines:
             return
         append_whole(self.metrics_path, lines.encode("utf-8"))
 
     def read_metrics(self) -> list[dict]:
-        return read_jsonl(self.metrics_path)
+        """The run's metrics records; damaged lines are skipped and noted (one line for all)."""
+        records, bad = scan_jsonl(self.metrics_path)
+        if bad:
+            self.note(RecordProblem(self.metrics_path, skipped_lines(bad), self.run_id,
+                                    action="those lines skipped, the rest of the curve kept"))
+        return records
 
     def truncate_metrics(self, last_step: int) -> None:
         """Keep only records with ``step <= last_step`` (used when resuming from a checkpoint)."""
-        kept = [r for r in self.read_metrics() if r.get("step", 0) <= last_step]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        kept = [r for r in self.read_metrics() if (r.get("step") or 0) <= last_step]
+        atomic_write_text(self.metrics_path, "".join(json_line(r) for r in kept))
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -310,6 +286,7 @@ class SweepStore:
 
     def __init__(self, sweep_dir: str | Path):
         self.dir = Path(sweep_dir)
+        self.problems: list[RecordProblem] = []  # damaged records of the sweep met by the readers
 
     def reserve_space(self) -> None:
         """Hold ``RESERVE_BYTES`` in a file of the sweep folder. When the disk fills up, the
@@ -328,14 +305,24 @@ class SweepStore:
         return RunRecord(self.dir / "runs" / run_id)
 
     def run_ids(self) -> list[str]:
+        """The sweep's runs: ``sweep.json``'s list, else (none, or damaged) the run folders."""
         meta = self.read_meta()
         if meta and meta.get("run_ids"):
             return list(meta["run_ids"])
         runs = self.dir / "runs"
         return sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
 
-    def read_meta(self) -> dict:
-        return read_json(self.dir / "sweep.json", {})
+    def read_meta(self, *, strict: bool = False) -> dict:
+        """``sweep.json``; {} when missing, or damaged (noted in ``problems``; ``strict``: RecordError)."""
+        try:
+            return read_json(self.dir / "sweep.json", {})
+        except RecordError as exc:
+            if strict:
+                raise
+            problem = RecordProblem(exc.path, exc.problem, action="its runs are taken from the folders in runs/")
+            if all(str(p) != str(problem) for p in self.problems):
+                self.problems.append(problem)
+            return {}
 
     def write_meta(self, meta: dict) -> None:
         atomic_write_json(self.dir / "sweep.json", meta)
@@ -354,62 +341,12 @@ class SweepStore:
         return archived
 
     def job_text(self) -> str | None:
+        """``job.yaml`` as submitted (bytes that are not UTF-8 shown as U+FFFD); None if missing."""
         try:
-            return (self.dir / "job.yaml").read_text(encoding="utf-8")
+            return (self.dir / "job.yaml").read_bytes().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return None
-
-
-def _flatten(prefix: str, obj: Any, out: dict) -> None:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    elif isinstance(obj, list):
-        out[prefix] = json.dumps(obj)
-    else:
-        out[prefix] = obj
-
-
-def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
-    """All runs of a sweep, one row each.
-
-    Columns: ``run_id``, ``name``, ``state``, ``reason``, ``failed_rank``, ``attempt``, ``step``,
-    ``started``, ``ended``, the grid axes as ``grid.<key>``, the summary figures
-    (docs/records.md) and the flattened spec as ``spec.<path>``.
-    """
-    store = SweepStore(sweep_dir)
-    if not store.dir.is_dir():
-        raise FileNotFoundError(f"{store.dir}: no such sweep folder")
-    rows = []
-    for run_id in store.run_ids():
-        rec = store.run(run_id)
-        spec = rec.read_spec()
-        status = rec.read_status()
-        row: dict[str, Any] = {"run_id": run_id, "name": spec.get("name", run_id),
-                               "state": status.get("state"), "reason": status.get("reason"),
-                               "failed_rank": status.get("rank"), "attempt": status.get("attempt"),
-                               "step": status.get("step"), "started": status.get("started"),
-                               "ended": status.get("ended")}
-        for k, v in (spec.get("grid") or {}).items():
-            row[f"grid.{k}"] = v
-        _flatten("spec", {k: v for k, v in spec.items() if k != "grid"}, row)
-        for k, v in (rec.read_summary() or {}).items():
-            if k not in row:
-                row[k] = v
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def load_metrics(sweep_dir: str | Path) -> pd.DataFrame:
-    """Every per-step record of every run of a sweep, with a ``run_id`` column."""
-    store = SweepStore(sweep_dir)
-    frames = []
-    for run_id in store.run_ids():
-        recs = store.run(run_id).read_metrics()
-        if recs:
-            df = pd.DataFrame(recs)
-            df.insert(0, "run_id", run_id)
-            frames.append(df)
-    if not frames:
-        return pd.DataFrame(columns=["run_id", "kind", "step"])
-    return pd.concat(frames, ignore_index=True)
+        except OSError as exc:
+            self.problems.append(RecordProblem(self.dir / "job.yaml", f"cannot be read ({exc.strerror})",
+                                               action="the report shows no job file"))
+            return None

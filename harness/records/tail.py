@@ -2,13 +2,24 @@
 
 :func:`latest_records` reads a file backwards from its end (a long run costs little);
 :class:`MetricsTail` keeps reading only what was appended since its last poll. Both skip a
-torn last line (a writer mid-append) and lines that are not JSON.
+torn last line (a writer mid-append) and lines that are not whole records (not UTF-8, not
+JSON, or the wrong shape: ``harness.records.io.metrics_line_problem``).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+
+from harness.records.io import metrics_line_problem, parse_json
+
+
+def _record(line: bytes) -> dict | None:
+    """One metrics line, or None when it is not a whole, well-formed record (skipped)."""
+    try:
+        rec = parse_json(line)
+    except ValueError:
+        return None
+    return rec if metrics_line_problem(rec) is None else None
 
 
 def latest_records(path: str | Path, kinds: tuple[str, ...] = ("train", "eval"), *,
@@ -17,11 +28,11 @@ def latest_records(path: str | Path, kinds: tuple[str, ...] = ("train", "eval"),
 
     Reads ``chunk_bytes`` from the end, then 4x more each round until every kind is found
     or the whole file was read. A torn last line (no newline yet) and lines that are not
-    JSON are skipped. Returns ``{kind: record}`` for the kinds found.
+    whole records are skipped. Returns ``{kind: record}`` for the kinds found.
     """
     try:
         fh = open(path, "rb")
-    except FileNotFoundError:
+    except OSError:  # none yet, or not a readable file
         return {}
     with fh:
         size = fh.seek(0, 2)
@@ -34,11 +45,8 @@ def latest_records(path: str | Path, kinds: tuple[str, ...] = ("train", "eval"),
                 lines = lines[1:]  # may begin mid-line
             found: dict[str, dict] = {}
             for line in reversed(lines):
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                kind = rec.get("kind") if isinstance(rec, dict) else None
+                rec = _record(line) if line.strip() else None
+                kind = rec.get("kind") if rec is not None else None
                 if kind in kinds and kind not in found:
                     found[kind] = rec
                     if len(found) == len(kinds):
@@ -66,7 +74,9 @@ class MetricsTail:
     def poll(self) -> dict[str, dict]:
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
+            if not os.path.isfile(self.path):
+                raise FileNotFoundError(self.path)
+        except OSError:
             self.offset, self.latest, self._inode = 0, {}, None
             return self.latest
         if st.st_ino != self._inode or st.st_size < self.offset:
@@ -92,9 +102,6 @@ class MetricsTail:
         return start + cut + 1 if cut >= 0 else (0 if start == 0 else self._end_of_complete_lines(start))
 
     def _take(self, line: bytes) -> None:
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            return
-        if isinstance(rec, dict) and rec.get("kind") in self.kinds:
+        rec = _record(line) if line.strip() else None
+        if rec is not None and rec.get("kind") in self.kinds:
             self.latest[rec["kind"]] = rec

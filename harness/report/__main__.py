@@ -2,7 +2,9 @@
 
 Writes index.html, README.md, summary.csv, models.csv and the figure PNGs into
 ``--out`` (default ``reports/<sweep folder name>``) and prints the folder. Exit code 0 on
-success, 2 when the input is rejected (no such sweep folder, unknown baseline).
+success, 2 when the input is rejected (no such sweep folder, unknown baseline). A damaged
+record is named in one ``harness.report: warning:`` line on stderr (and in the report's
+notes); the other runs are reported as usual (docs/reliability.md, "Damaged records").
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import sys
 
 from harness.report.build import write_report
+from harness.report.data import load_report_data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
                              "else the first strategy)")
     args = parser.parse_args(argv)
     try:
-        out = write_report(args.sweep_dir, args.out, baseline=args.baseline)
+        data = load_report_data(args.sweep_dir)
+        for problem in data.problems:
+            print(f"harness.report: warning: {problem}", file=sys.stderr)
+        out = write_report(args.sweep_dir, args.out, baseline=args.baseline, data=data)
     except (FileNotFoundError, ValueError) as exc:
         print(f"harness.report: error: {exc}", file=sys.stderr)
         return 2

@@ -192,6 +192,7 @@ def build_content(data: SweepData, tables: list[Table], figures: list[ReportFigu
     unlearned = _unlearned_note(models)
     if unlearned:
         notes.append(unlearned)
+    notes += [f"Damaged record: {problem}" for problem in data.problems]
     return ReportContent(title=f"deqbench report: {data.name}", facts=facts, counts=counts, baseline=baseline,
                          tables=tables, figures=figures, failed=_failed_table(runs),
                          unfinished=_unfinished_table(runs), env=_env_rows(env), run_env=run_env,

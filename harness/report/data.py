@@ -4,6 +4,12 @@
 ``harness.records.load_sweep`` with a few derived columns, the per-step metrics of
 ``load_metrics``, the job text, ``sweep.json`` and every run's ``env.json``.
 
+Damaged records (docs/reliability.md, "Damaged records") never stop a report: a run whose
+``spec.json`` cannot be read, or that is ``finished`` without a ``summary.json``, is left out;
+a finished run whose summary is damaged counts as not finished; damaged metrics lines are
+skipped. ``SweepData.problems`` holds one line per damaged file (the report's notes and
+``python -m harness.report``'s stderr show them).
+
 Derived run columns (filled from the summary, else from the spec, so failed and
 pending runs have them too):
 
@@ -24,7 +30,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from harness.records import SweepStore, load_metrics, load_sweep, schema
+from harness.records import RecordProblem, SweepStore, load_metrics, load_sweep, schema
 
 # Display order of the depth strategies (unknown ones follow, alphabetically).
 STRATEGY_ORDER = ("explicit", "weight_tied", "checkpointed", "neural_ode", "deq")
@@ -55,6 +61,7 @@ class SweepData:
     extra_fields: tuple[str, ...]  # group fields besides strategy/depth that tell models apart
     analyses: dict[str, dict] = dataclasses.field(default_factory=dict)  # run_id -> analysis.json
     statuses: dict[str, dict] = dataclasses.field(default_factory=dict)  # run_id -> status.json
+    problems: tuple[str, ...] = ()  # one line per damaged record met (and what was done instead)
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -150,6 +157,26 @@ def _data_setting(row: pd.Series) -> str:
                   and _first(row[c]) is not None}
         parts.append(f"{key}={json.dumps(values, sort_keys=True, default=str)}")
     return f"{task}: " + "; ".join(parts)
+
+
+# Spec keys that do not make two models different series of one strategy against depth: the
+# depth itself (and the knobs that follow it) and what names or seeds a run.
+_NOT_SERIES = ("spec.run_id", "spec.name", "spec.sweep", "spec.train.seed", "spec.model.depth.layers",
+               "spec.model.depth.max_iter", "spec.model.depth.backward_max_iter", "spec.model.depth.steps",
+               "spec.model.depth.segments")
+
+
+def _depth_series_key(row: pd.Series, opened: Iterable[str] = ()) -> str:
+    """A run's settings without its depth (``depth_series``): models that share it and differ
+    in depth form one series of the memory-against-depth claims and figure, however the job
+    file wrote them (a ``model.depth`` axis or one grid case per depth). ``opened``: the grid's
+    block options (``grid.model.depth.grad``), depth sizes left out. Empty without spec columns."""
+    values = {c: row[c] for c in row.index if c.startswith("spec.") and c not in _NOT_SERIES
+              and _first(row[c]) is not None}
+    if not values:
+        return ""
+    values.update({c: row[c] for c in opened if f"spec.{c[5:]}" not in _NOT_SERIES and _first(row[c]) is not None})
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 def _parsed(value: Any) -> Any:
@@ -248,6 +275,44 @@ def _model_labels(runs: pd.DataFrame, group_fields: tuple[str, ...],
     return [by_model[k] for k in keys], tuple(f for f in chosen if f != "depth")
 
 
+def _merge(into: list[RecordProblem], new: Iterable[RecordProblem]) -> None:
+    for problem in new:
+        if all((p.path, p.problem) != (problem.path, problem.problem) for p in into):
+            into.append(problem)
+
+
+def _left_out(runs: pd.DataFrame, problems: list[RecordProblem], sweep_dir: Path) -> set[str]:
+    """Runs the report cannot place (no readable spec, or finished without a summary); their
+    problem lines say so."""
+    out = set()
+    for i, problem in enumerate(problems):
+        if problem.path.name == "spec.json" and problem.run_id:
+            out.add(problem.run_id)
+            problems[i] = dataclasses.replace(problem, action="left out of the report (its settings are unknown)")
+    for _, row in runs.iterrows():
+        run_id = str(row["run_id"])
+        path = sweep_dir / "runs" / run_id / "summary.json"
+        if row.get("state") == "finished" and not path.exists() and run_id not in out:
+            out.add(run_id)
+            problems.append(RecordProblem(path, "missing, though status.json says the run finished", run_id,
+                                          name=_first(row.get("name")), action="left out of the report"))
+    return out
+
+
+def _case_labels(runs: pd.DataFrame) -> list[str] | None:
+    """Each run's grid-case label as its model's name, where every run has one and the labels
+    tell the models apart exactly (``lm_deq`` rather than "deq, task=lm, cases=lm_deq"); else None."""
+    if "grid.cases" not in runs or not len(runs):
+        return None
+    labels = [_parsed(v).get("label") if isinstance(_parsed(v), dict) else None for v in runs["grid.cases"]]
+    if not all(isinstance(x, str) and x for x in labels):
+        return None
+    by_label: dict[str, set] = {}
+    for label, key in zip(labels, runs["model_key"]):
+        by_label.setdefault(label, set()).add(key)
+    return labels if all(len(keys) == 1 for keys in by_label.values()) else None
+
+
 def load_report_data(sweep_dir: str | Path) -> SweepData:
     """Read a sweep folder (``results/<sweep>``) for a report; raises FileNotFoundError if absent."""
     sweep_dir = Path(sweep_dir)
@@ -255,7 +320,11 @@ def load_report_data(sweep_dir: str | Path) -> SweepData:
         raise FileNotFoundError(f"{sweep_dir}: no such sweep folder (expected results/<sweep>/)")
     store = SweepStore(sweep_dir)
     meta = store.read_meta() or {}
-    runs = load_sweep(sweep_dir)
+    problems: list[RecordProblem] = []
+    runs = load_sweep(sweep_dir, problems=problems)
+    left_out = _left_out(runs, problems, sweep_dir) if len(runs) else set()
+    if left_out:
+        runs = runs[~runs["run_id"].isin(left_out)].reset_index(drop=True)
     if runs.empty:
         runs = pd.DataFrame(columns=["run_id", "name", "state", "reason", "failed_rank", "attempt",
                                      "step", "started", "ended"])
@@ -263,18 +332,30 @@ def load_report_data(sweep_dir: str | Path) -> SweepData:
     grid_axes = sorted(c for c in runs.columns if c.startswith("grid.") and not is_seed_axis(c[5:]))
     group_fields = ("strategy", "depth", "task", "dataset", "cell", *grid_axes)
     whole, opened = _expand_block_axes(runs, grid_axes) if len(runs) else (grid_axes, [])
+    runs["depth_series"] = pd.Series([_depth_series_key(row, opened) for _, row in runs.iterrows()],
+                                     index=runs.index, dtype=object)
     label_fields = ("strategy", "depth", "task", "dataset", "cell", *whole, *opened)
     labels, extra_fields = _model_labels(runs, label_fields, frozenset(opened)) if len(runs) else ([], ())
-    runs["model"] = pd.Series(labels, index=runs.index, dtype=object)
     runs["model_key"] = [json.dumps([_hashable(row[f]) for f in group_fields], default=str)
                          for _, row in runs.iterrows()]
+    runs["model"] = pd.Series(_case_labels(runs) or labels, index=runs.index, dtype=object)
 
-    metrics = load_metrics(sweep_dir)
+    found: list[RecordProblem] = []
+    metrics = load_metrics(sweep_dir, problems=found)
+    metrics = metrics[~metrics["run_id"].isin(left_out)].reset_index(drop=True)
     labels = dict(zip(runs["run_id"], runs["model"]))
     metrics["model"] = metrics["run_id"].map(labels)
-    envs = {run_id: store.run(run_id).read_env() or {} for run_id in runs["run_id"]}
-    analyses = {run_id: a for run_id in runs["run_id"] if (a := store.run(run_id).read_analysis())}
-    statuses = {run_id: store.run(run_id).read_status() for run_id in runs["run_id"]}
+    names = dict(zip(runs["run_id"], runs["name"]))
+    records = {run_id: store.run(run_id) for run_id in runs["run_id"]}
+    envs = {run_id: rec.read_env() or {} for run_id, rec in records.items()}
+    analyses = {run_id: a for run_id, rec in records.items() if (a := rec.read_analysis())}
+    statuses = {run_id: rec.read_status() for run_id, rec in records.items()}
+    job_text = store.job_text()
+    _merge(found, store.problems)
+    for run_id, rec in records.items():
+        _merge(found, (p.named(names.get(run_id)) for p in rec.problems))
+    _merge(problems, (p.named(names.get(p.run_id)) for p in found if p.run_id not in left_out))
     return SweepData(sweep_dir=sweep_dir, name=str(meta.get("name") or sweep_dir.name), meta=meta,
-                     job_text=store.job_text(), runs=runs.reset_index(drop=True), metrics=metrics,
-                     envs=envs, analyses=analyses, statuses=statuses, group_fields=group_fields, extra_fields=extra_fields)
+                     job_text=job_text, runs=runs.reset_index(drop=True), metrics=metrics,
+                     envs=envs, analyses=analyses, statuses=statuses, group_fields=group_fields,
+                     extra_fields=extra_fields, problems=tuple(str(p) for p in problems))

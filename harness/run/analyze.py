@@ -62,7 +62,9 @@ def analyze_run(record: RunRecord, *, force: bool = False, device: str = "cpu") 
 def _analyze(record: RunRecord, raw: dict, name: str, *, force: bool, device: torch.device) -> Outcome:
     run_id = record.run_id
     if not raw:
-        raise AnalyzeError(f"{record.dir / 'spec.json'}: missing or empty")
+        damaged = record.problem_with("spec.json")
+        raise AnalyzeError(f"{damaged.path}: {damaged.problem}" if damaged else
+                           f"{record.dir / 'spec.json'}: missing or empty")
     try:
         spec = RunSpec.from_json(raw)
     except ValueError as exc:
@@ -104,7 +106,9 @@ def _analyze(record: RunRecord, raw: dict, name: str, *, force: bool, device: to
     if result is None:
         raise AnalyzeError("the first validation batch of rank 0 is empty: nothing to analyse")
     record.write_analysis(result)
-    return Outcome(run_id, name, "analysed", f"from the checkpoint at step {step} of {spec.train.steps}")
+    damaged = record.problem_with("analysis.json")
+    again = f" (replacing the damaged {damaged.path}: {damaged.problem})" if damaged else ""
+    return Outcome(run_id, name, "analysed", f"from the checkpoint at step {step} of {spec.train.steps}{again}")
 
 
 def _load_weights(checkpoint: Path) -> tuple[dict[str, torch.Tensor], int]:

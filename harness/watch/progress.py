@@ -191,7 +191,7 @@ class SweepProgress:
 
     @staticmethod
     def _refresh_row(run_id: str, view: _RunView, now: _dt.datetime) -> None:
-        view.status = view.record.read_status()
+        view.status = view.record.read_status(strict=True)  # damaged: keep the last row
         state = view.status.get("state")
         if not view.spec:  # written after the view started: it also knows the total steps
             view.spec = view.record.read_spec()

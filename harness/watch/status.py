@@ -15,8 +15,11 @@ last line of ``metrics.jsonl`` is skipped) and after it ended. Output:
 - ``--run RUN`` (run id, id prefix or run name): that run alone, field by field, with its
   log files and, for a failed run, the end of the failing rank's log.
 
-A run whose record cannot be read (not JSON) shows as state ``unknown`` with the error as its
-reason, next to the others. Exit code 0; 2 with a one-line error when the folder is not a sweep folder or ``--run``
+A damaged record (empty, torn, not UTF-8, not JSON, the wrong shape) is read as
+docs/reliability.md ("Damaged records") says: a status rebuilt from the run's other records
+(``finished`` from a whole summary, else ``pending`` with the damage as its reason), a spec
+or summary read as missing; each is named in one ``warning:`` line on stderr (``--json``:
+``problems``). A run folder that cannot be read at all shows as state ``unknown``. Exit code 0; 2 with a one-line error when the folder is not a sweep folder or ``--run``
 names no run. Every read goes through :mod:`harness.records` (``latest_records`` reads
 ``metrics.jsonl`` from its end, so a long run costs little).
 """
@@ -102,24 +105,33 @@ def _check_sweep_dir(sweep_dir: str | Path) -> SweepStore:
     return SweepStore(path)
 
 
-def status_rows(sweep_dir: str | Path, *, now: _dt.datetime | None = None) -> list[dict[str, Any]]:
+def status_rows(sweep_dir: str | Path, *, now: _dt.datetime | None = None,
+                problems: list | None = None) -> list[dict[str, Any]]:
     """One row per run of the sweep, in the sweep's run order (see :func:`run_row` for keys).
 
+    A damaged record is read as docs/reliability.md ("Damaged records") says (a status
+    rebuilt from the other records, a summary or spec read as missing); one line about each
+    (:class:`harness.records.RecordProblem`) is appended to ``problems`` when given.
     Raises :class:`NotASweepFolder` (a ValueError) when ``sweep_dir`` is not a sweep folder.
     """
     store = _check_sweep_dir(sweep_dir)
     now = now or _dt.datetime.now(_dt.timezone.utc)
-    rows = []
+    rows, met = [], []
     for run_id in store.run_ids():
         rec = store.run(run_id)
+        spec: dict = {}
         try:
+            spec = rec.read_spec()
             status = rec.read_status()
             summary = rec.read_summary() if status.get("state") == "finished" else None
-            rows.append(run_row(run_id, spec=rec.read_spec(), status=status,
+            rows.append(run_row(run_id, spec=spec, status=status,
                                 latest=latest_records(rec.metrics_path), summary=summary, now=now))
         except (OSError, ValueError) as exc:  # one unreadable record does not hide the others
             rows.append(run_row(run_id, spec={}, status={"state": "unknown", "reason": (
                 f"unreadable record: {type(exc).__name__}: {exc}")}, latest={}, summary=None, now=now))
+        met += [p.named(spec.get("name")) for p in rec.problems]
+    if problems is not None:
+        problems += [p for p in store.problems + met if all(str(p) != str(q) for q in problems)]
     return rows
 
 
@@ -290,18 +302,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print machine-readable rows (JSON)")
     ap.add_argument("--run", help="show one run (run id, id prefix or name) in detail")
     args = ap.parse_args(argv)
+    problems: list = []
     try:
         store = _check_sweep_dir(args.sweep_dir)
-        rows = status_rows(store.dir)
+        rows = status_rows(store.dir, problems=problems)
         picked = _pick_run(rows, args.run) if args.run else None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     if args.json:
         meta = store.read_meta()
         shown = [picked] if picked else rows
         print(json.dumps({"sweep": meta.get("name") or store.dir.name, "created": meta.get("created"),
-                          "dir": str(store.dir), "counts": _counts(rows), "rows": shown}, indent=2))
+                          "dir": str(store.dir), "counts": _counts(rows), "rows": shown,
+                          "problems": [str(p) for p in problems]}, indent=2))
     elif picked:
         sys.stdout.write(_render_run(store, picked))
     elif sys.stdout.isatty():
