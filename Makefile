@@ -1,6 +1,7 @@
 # deqbench: two commands do all set-up on a fresh machine.
 #   make run   - create .venv if needed, install, run the quickstart sweep, write reports/quickstart/
 #   make test  - create .venv if needed, install, run the test suite
+#   make paper - the paper's comparison at CPU scale, write reports/paper_shape/
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +9,7 @@ STAMP  := $(VENV)/.deqbench-installed
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: run test test-fast bench memory install clean
+.PHONY: run paper test test-fast bench memory install clean
 
 install: $(STAMP)
 
@@ -21,6 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: $(STAMP)
 	$(PY) -m harness.submit jobs/quickstart.yaml
+
+# the DEQ paper's comparison at CPU scale (jobs/paper_shape.yaml): 40 runs, reports/paper_shape/
+paper: $(STAMP)
+	$(PY) -m harness.submit jobs/paper_shape.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest

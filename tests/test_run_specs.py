@@ -198,3 +198,40 @@ def test_an_override_some_grid_cases_replace_is_applied_to_the_others_and_report
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--set model.n_head=1 applies to the runs of 11 of 12 grid cases" in err
     assert "lm_deq12 keep their grid value of 'model.n_head'" in err
+
+
+def test_a_case_with_seeds_is_one_model_with_a_run_per_seed(tmp_path):
+    """``seeds`` in a grid case: one run per seed, labelled ``<label>_s<seed>``, the case's
+    settings in each, the seed in train.seed; the model name (compare.pairs) is the label;
+    a bad list is refused in one line; --smoke keeps the first seed."""
+    from harness.records.compare import model_name
+    from harness.sweep.smoke import smoke_overrides
+
+    job = {"name": "seeds", "task": "copy", "data": {"dataset": "copy_memory", "blank_len": 6},
+           "model": {"cell": "transformer", "d_model": 16, "n_head": 2, "d_inner": 32,
+                     "depth": {"kind": "weight_tied", "layers": 2}},
+           "grid": {"cases": [{"label": "deq4", "seeds": [3, 1, 7], "model.depth": {"kind": "deq", "max_iter": 4}},
+                              {"label": "wt4", "model.depth": {"kind": "weight_tied", "layers": 4}}]},
+           "compare": {"pairs": [{"model": "deq4", "baseline": "wt4"}]},
+           "train": {"steps": 10, "batch_size": 2}}
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump(job))
+    runs = expand_grid(load_job_file(path)[0])
+    assert [(r.name, r.train.seed, r.strategy) for r in runs] == [
+        ("deq4_s3", 3, "deq"), ("deq4_s1", 1, "deq"), ("deq4_s7", 7, "deq"), ("wt4", 0, "weight_tied")]
+    assert {model_name(r.name, r.train.seed) for r in runs} == {"deq4", "wt4"}
+    # the spec's grid record keeps the case as written, the seed apart: the report's one model
+    assert runs[1].grid == {"cases": {"label": "deq4", "model.depth": {"kind": "deq", "max_iter": 4}},
+                            "cases.seed": 1}
+    assert runs[0].grid["cases"] == runs[2].grid["cases"] and runs[3].grid == {"cases": job["grid"]["cases"][1]}
+    assert len({r.run_id for r in runs}) == 4
+    assert "grid.cases.0.seeds=[3]" in smoke_overrides(yaml.safe_load(path.read_text()))
+    for bad in ([], [1, 1], [-1], ["a"]):
+        job["grid"]["cases"][0]["seeds"] = bad
+        path.write_text(yaml.safe_dump(job))
+        with pytest.raises(JobFileError, match="seeds .* is not allowed; allowed: a list of distinct integers"):
+            load_job_file(path)
+    job["grid"]["cases"][0].update(seeds=[1], seed=2)
+    path.write_text(yaml.safe_dump(job))
+    with pytest.raises(JobFileError, match="'seeds' or 'seed', not both"):
+        load_job_file(path)

@@ -3,7 +3,7 @@
 From a fresh working folder that is not the repository, with the tiny real-layout corpora of
 ``tests/data/`` copied to exactly the relative paths the job files and README name
 (``data/ptb``, ``data/wikitext-103``; the synthetic corpus is generated into
-``data/synthetic``), through the real CLI (``python -m harness.submit jobs/<file>.yaml
+``data/synthetic``, or where a job file says), through the real CLI (``python -m harness.submit jobs/<file>.yaml
 --smoke``, default relative ``results/`` and ``reports/``): every grid point that still
 differs once shrunk (one seed: every strategy, task and option runs; a depth sweep's depths
 and the small/medium sizes shrink to one model each, ``harness.sweep.smoke``). Each must exit 0 with every run finished and the
@@ -30,6 +30,8 @@ pytestmark = pytest.mark.slow
 # the relative folders the shipped job files name, and the tiny corpus that goes there
 CORPORA = {"data/ptb": REPO / "tests" / "data" / "ptb",
            "data/wikitext-103": REPO / "tests" / "data" / "wikitext103"}
+# jobs/paper_shape.yaml runs shrunk with --set in tests/test_paper_shape.py instead (its smoke run
+# would collapse the depth series its claims need)
 SHIPPED = ("quickstart", "ptb_sweep", "wt103_sweep", "copy_memory", "depth_scaling")
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,7 @@ def test_shipped_job_runs_from_a_user_folder(workdir, name):
     page = (workdir / "reports" / f"{job['name']}-smoke" / "README.md").read_text()
     assert "Smoke run (harness.submit --smoke): sizes shrunk, figures not comparable" in page
     if job["data"]["dataset"] == "synthetic":  # generated once, where the job file says
-        assert (workdir / "data" / "synthetic" / "synthetic.json").exists()
+        assert (workdir / job["data"]["data_dir"] / "synthetic.json").exists()
     lines = [json.loads(x) for x in (sweep / "runs" / runs[0] / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in lines if r.get("kind") == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == SMOKE_TRAIN["steps"]

@@ -54,6 +54,10 @@ class CompareSettings(_Strict):
     nfe_tolerance_pct: float = Field(25.0, ge=0, le=1000,
                                      description="forward cell evaluations within this % count as matched")
     pairs: tuple[ComparePair, ...] = Field((), max_length=200)
+    target_ppl: float | None = Field(None, gt=1, le=1e9, description="time to quality (LM): the validation "
+                                     "perplexity a run must first reach")
+    target_acc: float | None = Field(None, gt=0, le=1, description="time to quality (copy): the validation "
+                                     "recall a run must first reach (a fraction)")
 
 
 def read_compare(meta: dict) -> tuple[CompareSettings, str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report.claims import claims_table
+from harness.report.time_to_quality import time_to_quality_table
 from harness.report.content import build_content
 from harness.report.data import SweepData, load_report_data
 from harness.report.figures import FIGURE_BUILDERS, build_figures
@@ -81,6 +82,9 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None, *, ba
 
     models = model_frame(data, baseline)
     tables = display_tables(models, baseline)
+    reach = time_to_quality_table(data, models)
+    if reach is not None:
+        tables.append(reach)
     claims = claims_table(data, models)
     if claims is not None:
         tables.append(claims)

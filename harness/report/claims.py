@@ -59,7 +59,8 @@ def _mean(row: pd.Series, metric: str) -> float:
 def _depth_series(models: pd.DataFrame, strategy: str, extra: tuple[str, ...]) -> list[pd.DataFrame]:
     """Groups of one strategy's models that differ only in depth (two depths or more)."""
     subset = models[models["strategy"].astype(str) == strategy]
-    keys = [k for k in ("task", "dataset", "cell", *extra) if k in subset]
+    keys = [k for k in ("task", "dataset", "cell", "depth_series", *extra) if k in subset
+            and not (k in extra and "depth_series" in subset and subset["depth_series"].astype(str).ne("").all())]
     groups = [g for _, g in subset.groupby([subset[k].astype(str) for k in keys], sort=False)] if keys else [subset]
     return [g.dropna(subset=["depth"]) for g in groups if g["depth"].nunique() >= 2]
 

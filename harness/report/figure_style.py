@@ -86,7 +86,10 @@ class ModelStyle:
 
 
 def series_key(row: pd.Series, extra_fields: Iterable[str] = ()) -> str:
-    """A model's identity without its depth (strategy and the label's other settings)."""
+    """A model's identity without its depth: its run settings without depth (``depth_series``)
+    where the records have them, else its strategy and the label's other settings."""
+    if str(row.get("depth_series") or ""):
+        return json.dumps([str(row.get("strategy")), str(row.get("depth_series"))])
     return json.dumps([str(row.get("strategy"))] + [str(row.get(f)) for f in extra_fields if f != "depth"])
 
 

@@ -57,7 +57,8 @@ def _panels(models: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     based = models[models["baseline_model"].notna()] if "baseline_model" in models else models.iloc[:0]
     for base in dict.fromkeys(based["baseline_model"]):
         members = based[based["baseline_model"] == base]
-        panels.append((", ".join(str(base).split(", ")[1:]) or "all models", members))
+        title = ", ".join(str(base).split(", ")[1:]) if ", " in str(base) else f"against {base}"
+        panels.append((title or "all models", members))
     orphans = models.drop(index=based.index)
     tasks = list(dict.fromkeys(orphans["task"].astype(str)))
     for task in tasks:
@@ -80,6 +81,7 @@ def memory_vs_depth(data: SweepData, models: pd.DataFrame, styles: Styles) -> Re
     fig = Figure(figsize=(5.0 * len(metrics) + 1.6, 3.9), layout="constrained")
     depths = sorted(float(d) for d in models["depth"].dropna().unique())
     legend: dict[str, object] = {}
+    series_labels: dict[str, str] = {}  # label -> series key: one label per series in both panels
     for i, metric in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), i + 1)
         rows = models.dropna(subset=["depth", f"{metric}_mean"])
@@ -87,7 +89,11 @@ def memory_vs_depth(data: SweepData, models: pd.DataFrame, styles: Styles) -> Re
         for key in dict.fromkeys(keys):
             part = rows[[k == key for k in keys]].sort_values("depth")
             first = part.iloc[0]
-            label = ", ".join([str(first["strategy"])] + [field_label(f, first[f]) for f in data.extra_fields])
+            label = ", ".join([str(first["strategy"])] + [field_label(f, first[f]) for f in data.extra_fields
+                                                          if f in part and part[f].astype(str).nunique() == 1])
+            if label in series_labels and series_labels[label] != key:  # another series reads the same
+                label = f"{label} ({first['model']})"
+            series_labels.setdefault(label, key)
             base = style_of(styles, first["model"])
             std = part[f"{metric}_std"].fillna(0.0)
             ax.errorbar(part["depth"], part[f"{metric}_mean"], yerr=std, color=base.hue, ls=base.ls, lw=1.6,

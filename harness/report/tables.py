@@ -126,7 +126,7 @@ def model_frame(data: SweepData, baseline: str | None = None) -> pd.DataFrame:
         first = runs.iloc[0]
         row = {"model": first["model"], "model_key": model_key, "n": len(runs), "_first": int(runs.index.min()),
                "n_runs": int((data.runs["model_key"] == model_key).sum()),
-               "data_setting": first["data_setting"],
+               "data_setting": first["data_setting"], "depth_series": first["depth_series"],
                **{f: first[f] for f in dict.fromkeys(data.group_fields + data.extra_fields)}}
         row["seeds"] = " ".join(str(s) for s in sorted(runs["seed"].dropna().tolist(), key=str))
         for metric in METRIC_FIELDS:

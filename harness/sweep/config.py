@@ -45,7 +45,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from harness.records.compare import CompareSettings, model_name
-from harness.run.spec import (MAX_RUNS, DataSection, DeepSpeedSection, ResourcesSection, RunSpec, TrainSection,
+from harness.run.spec import (MAX_RUNS, MAX_SEED, DataSection, DeepSpeedSection, ResourcesSection, RunSpec, TrainSection,
                               _Section, _short, _unknown)
 
 TASK_DATASETS = {"lm": ("synthetic", "ptb", "wikitext103"), "copy": ("copy_memory",)}
@@ -102,8 +102,11 @@ class JobFile(_Section):
                     if not isinstance(case, dict) or not case:
                         raise ValueError("grid.cases must be a list of mappings {dotted.key: value}")
                     for sub in case:
-                        if sub != "label":
+                        if sub == "seeds":
+                            _check_case_seeds(case)
+                        elif sub != "label":
                             _check_grid_key(sub)
+                n_runs = n_runs // len(values) * len(expand_cases(values))
             else:
                 _check_grid_key(key)
         if n_runs > MAX_RUNS:
@@ -116,6 +119,47 @@ class JobFile(_Section):
             raise ValueError(f"data.dataset: {self.data.dataset!r} is not allowed with task {self.task!r}; "
                              f"allowed: {', '.join(TASK_DATASETS[self.task])}")
         return self
+
+
+def _check_case_seeds(case: dict) -> None:
+    seeds = case["seeds"]
+    if (not isinstance(seeds, list) or not seeds or len(set(map(str, seeds))) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds)):
+        raise ValueError(f"grid.cases: seeds {_short(seeds, 80)} is not allowed; allowed: a list of "
+                         f"distinct integers in [0, {MAX_SEED}] (one run per seed)")
+    if "seed" in case or "train.seed" in case:
+        raise ValueError("grid.cases: a case gives 'seeds' or 'seed', not both")
+
+
+def expand_cases(cases: list[dict]) -> list[dict]:
+    """Grid cases with ``seeds: [a, b]`` opened into one case per seed (``seed: a``), labelled
+    ``<label>_s<a>``, so a case's seeds are one model (``compare.pairs`` names it by its label)."""
+    out = []
+    for case in cases:
+        if not isinstance(case, dict) or "seeds" not in case:
+            out.append(case)
+            continue
+        rest = {k: v for k, v in case.items() if k != "seeds"}
+        for seed in case["seeds"]:
+            label = rest.get("label")
+            out.append({**rest, "seed": seed, **({"label": f"{label}_s{seed}"} if label else {})})
+    return out
+
+
+def _grid_record(keys: list[str], combo: tuple) -> dict[str, Any]:
+    """A run's grid values as its spec keeps them: a case's seed apart (``cases.seed``, a seed
+    axis), its label without the ``_s<seed>`` that ``seeds`` added, so every seed of a case
+    is one model in the report."""
+    out: dict[str, Any] = {}
+    for key, value in zip(keys, combo):
+        if key == "cases" and isinstance(value, dict) and "seed" in value:
+            seed, value = value["seed"], {k: v for k, v in value.items() if k != "seed"}
+            label = value.get("label")
+            if isinstance(label, str) and label.endswith(f"_s{seed}"):
+                value["label"] = label[: -len(f"_s{seed}")]
+            out["cases.seed"] = seed
+        out[key] = value
+    return out
 
 
 def _check_values(data: Any) -> None:
@@ -347,7 +391,8 @@ def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path |
     base["deepspeed"] = job.deepspeed.model_dump()
     keys = list(job.grid)
     runs: list[dict] = []
-    for combo in itertools.product(*(job.grid[k] for k in keys)):
+    axes = [expand_cases(job.grid[k]) if k == "cases" else job.grid[k] for k in keys]
+    for combo in itertools.product(*axes):
         spec = copy.deepcopy(base)
         labels = []
         for key, value in zip(keys, combo):
@@ -368,8 +413,10 @@ def expand_grid(job: JobFile, file: str | Path = "<job>", base_dir: str | Path |
             raise JobFileError(file, err.path, f"{err.problem} (in the run with {grid_desc})") from None
         spec = checked.model_dump(exclude={"grid", "name", "description", "compare"})
         spec["deepspeed"] = checked.deepspeed.model_dump()
-        spec["grid"] = {k: v for k, v in zip(keys, combo)}
+        spec["grid"] = _grid_record(keys, combo)
         spec["sweep"] = job.name
+        if spec["data"].get("synthetic") is None:  # absent: ids stay what they were before the key
+            spec["data"].pop("synthetic", None)
         spec["name"] = "_".join(labels) if labels else job.name
         if smoke:  # only then: the ids of real runs stay what they were
             spec["smoke"] = True

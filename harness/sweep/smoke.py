@@ -54,9 +54,20 @@ def _case_model(case: dict) -> dict:
     """What a case trains once shrunk: its depth block without sizes and its other keys, less the
     label and the widths the smoke run sets anyway."""
     depth = case.get("model.depth")
-    return {**{k: v for k, v in case.items() if k not in ("label", "model.depth")
+    return {**{k: v for k, v in case.items() if k not in ("label", "model.depth", "seeds", "seed", "train.seed")
                and k.removeprefix("model.") not in MODEL},
             "model.depth": _without_sizes(depth) if isinstance(depth, dict) else depth}
+
+
+SMALL_D_MODEL = 64  # a job whose widths are all at most this is left at its widths
+
+
+def _already_small(model: dict, cases: list[dict]) -> bool:
+    """True when every d_model the job sets (base and cases) is at most SMALL_D_MODEL: its
+    widths cost the smoke run next to nothing, and shrinking them would undo the parameter
+    matching the job file built (a one-cell model widened to an explicit stack's count)."""
+    widths = [model.get("d_model")] + [c["model.d_model"] for c in cases if "model.d_model" in c]
+    return all(isinstance(w, int) and not isinstance(w, bool) and w <= SMALL_D_MODEL for w in widths)
 
 
 def _distinct(points: list, key) -> list:
@@ -89,7 +100,8 @@ def _resources(block: dict, everything: bool = False, cuda: bool = False) -> dic
 
 def smoke_overrides(raw: dict, cuda: bool = False) -> list[str]:
     """``--set`` items that shrink the job file ``raw`` (parsed, the user's overrides applied)
-    to a smoke run: one seed, tiny sizes, a few steps, one worker per run (two where the job
+    to a smoke run: one seed, tiny sizes (widths kept where they are already tiny,
+    :func:`_already_small`), a few steps, one worker per run (two where the job
     asks for more, so data parallelism still runs), no GPU unless ``cuda``."""
     grid = raw.get("grid") if isinstance(raw.get("grid"), dict) else {}
     cases = [c for c in grid.get("cases", []) if isinstance(c, dict)] if isinstance(grid.get("cases"), list) else []
@@ -101,7 +113,8 @@ def smoke_overrides(raw: dict, cuda: bool = False) -> list[str]:
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
     sets = [f"name={raw.get('name')}{SUFFIX}"]
     sets += [f"train.{k}={v}" for k, v in TRAIN.items() if not everywhere(f"train.{k}")]
-    sets += [f"model.{k}={v}" for k, v in MODEL.items() if k in model and not everywhere(f"model.{k}")]
+    small = _already_small(model, cases)
+    sets += [f"model.{k}={v}" for k, v in MODEL.items() if k in model and not everywhere(f"model.{k}") and not small]
     if not everywhere("model.depth"):
         sets += _depth_sets("model.depth", model.get("depth"))
     if isinstance(model.get("adaptive_softmax"), dict) and not everywhere("model.adaptive_softmax"):
@@ -123,11 +136,13 @@ def smoke_overrides(raw: dict, cuda: bool = False) -> list[str]:
     if len(kept_cases) < len(cases):
         sets.append(f"grid.cases={_flow(kept_cases)}")
     for i, case in enumerate(kept_cases):  # what a case sets for itself is shrunk there
-        sets += [f"grid.cases.{i}.{section}.{k}={v}" for section, values in (("model", MODEL), ("train", TRAIN),
-                                                                            ("data", DATA))
+        sets += [f"grid.cases.{i}.{section}.{k}={v}" for section, values in (("model", {} if small else MODEL),
+                                                                            ("train", TRAIN), ("data", DATA))
                  for k, v in values.items() if f"{section}.{k}" in case]
         sets += [f"grid.cases.{i}.{key}={value}" for key, value in _resources(case).items()]
         sets += _depth_sets(f"grid.cases.{i}.model.depth", case.get("model.depth"))
+        if isinstance(case.get("seeds"), list) and len(case["seeds"]) > 1:
+            sets.append(f"grid.cases.{i}.seeds=[{case['seeds'][0]}]")  # one seed, as grid.seed
     if isinstance(raw.get("compare"), dict) and raw["compare"].get("pairs"):
         sets.append("compare.pairs=[]")  # its pairs may name models the smoke run left out
     return sets

@@ -145,7 +145,8 @@ def smoke_sets(job_file: str | Path, overrides: list[str], listed: bool = False)
     raw, _ = read_raw_job(job_file, overrides)
     sets = smoke_overrides(raw, cuda=torch.cuda.is_available())
     cut = any(s.startswith(("grid.cases=", "grid.model.depth=", "grid.seed=")) for s in sets)
-    print(f"smoke run: {raw.get('name')}-smoke: widths, steps, depths and workers shrunk"
+    widths = any(s.split("=")[0].split(".")[-1] in ("d_model", "d_inner") for s in sets)
+    print(f"smoke run: {raw.get('name')}-smoke: {'widths, ' if widths else ''}steps, depths and workers shrunk"
           f"{', grid cut to one seed and the points that still differ' if cut else ''}"
           f"; figures not comparable; {len(sets)} --set items, kept in sweep.json"
           + ("" if listed else " (--dry-run --smoke lists them)"))
