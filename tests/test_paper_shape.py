@@ -55,7 +55,7 @@ def test_paper_shape_gives_every_claim_a_verdict_from_a_user_folder(tmp_path):
     assert (tmp_path / job["data"]["data_dir"] / "synthetic.json").exists()  # data.synthetic, where it says
     assert read_json(tmp_path / job["data"]["data_dir"] / "synthetic.json")["spec"]["vocab_size"] == 256
     page = (tmp_path / "reports" / "paper_shape" / "README.md").read_text()
-    claims = page.split("### Claims check")[1].split("\n## ")[0]
+    claims = page.split("### Claims check")[1].split("\n## ")[0].replace("\\_", "_")
     rows = [line for line in claims.splitlines() if line.startswith("| ") and not line.startswith(("| claim", "| :--"))]
     assert len(rows) == 8, claims
     assert not any("| not measured here |" in row for row in rows), claims
