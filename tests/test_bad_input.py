@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -435,3 +436,24 @@ def test_a_folder_holding_another_synthetic_corpus_is_refused(tmp_path: Path, ru
         "vocab_size=60" in err, err
     assert {p.name: p.stat().st_mtime_ns for p in corpus.iterdir()} == before
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (b"", "train split {path} is empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe binary", "corpus file {path} is not UTF-8 text"),
+], ids=["empty", "binary"])
+def test_a_broken_split_is_refused_before_ray_starts(tmp_path: Path, run_cli, damage: bytes, fragment: str) -> None:
+    """A PTB folder whose train split is empty or binary: one line naming the file, before Ray
+    starts (run_cli fails the test if it does), not one failure per run minutes later."""
+    corpus = tmp_path / "corpora" / "ptb"
+    shutil.copytree(REPO / "tests" / "data" / "ptb", corpus)
+    (corpus / "ptb.train.txt").write_bytes(damage)
+
+    def change(raw: dict) -> None:
+        raw.pop("grid", None)
+        raw["data"] = {"dataset": "ptb", "data_dir": str(corpus), "seq_len": 16}
+    job = write_job(tmp_path, change)
+    code, err = run_cli(job)
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {job}: data.data_dir: ") and \
+        fragment.format(path=corpus / "ptb.train.txt") in err, err

@@ -186,3 +186,31 @@ def check_data_dir(dataset: str, data_dir: str | Path) -> None:
         if synthetic_state(data_dir) == "absent":
             return
     split_files(dataset, data_dir)
+
+
+PROBE_BYTES = 1 << 16  # what probe_splits reads of each split: its head
+
+
+def probe_splits(dataset: str, data_dir: str | Path) -> None:
+    """Raise a one-line DataError naming the file if a split of a text corpus is empty or not
+    UTF-8 in its first ``PROBE_BYTES``; cheap enough
+    for every submit (three small reads), so a broken corpus is refused before anything starts
+    rather than found by every run's workers. The workers still read every byte."""
+    import codecs
+
+    info = dataset_info(dataset)
+    if info.kind != "text":
+        return
+    for split, path in split_files(dataset, data_dir).items():
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(PROBE_BYTES)
+                whole = not handle.read(1)
+        except OSError as exc:
+            raise DataError(f"cannot read corpus file {path}: {exc.strerror}") from None
+        if not head:
+            raise DataError(f"{split} split {path} is empty")
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=whole)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"corpus file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None

@@ -104,6 +104,7 @@ def check_deepspeed(runs: list[RunSpec], file: str | Path) -> None:
 
 def check_data(runs: list[RunSpec], file: str | Path) -> None:
     from harness.data import DataError, check_data_dir
+    from harness.data.datasets import probe_splits
 
     for dataset, data_dir in sorted({(r.data.dataset, r.data.data_dir or "")
                                      for r in runs if r.task == "lm"}):
@@ -112,6 +113,7 @@ def check_data(runs: list[RunSpec], file: str | Path) -> None:
                                                       "(the folder holding the corpus files)")
         try:
             check_data_dir(dataset, data_dir)
+            probe_splits(dataset, data_dir)  # empty, binary or token-less splits, before Ray starts
         except DataError as exc:
             raise JobFileError(file, "data.data_dir", str(exc).splitlines()[0]) from None
         except (OSError, ValueError) as exc:  # e.g. a name too long for the file system
