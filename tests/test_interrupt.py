@@ -1,5 +1,6 @@
-"""Ctrl-C (SIGINT) to ``harness.submit`` mid-sweep (slow): the runs stop within seconds, none is
-left ``running`` in its record, and resubmission resumes from the last checkpoints."""
+"""Ctrl-C (SIGINT) or SIGTERM to ``harness.submit`` mid-sweep (slow): the runs stop within
+seconds, none is left ``running`` in its record (the reason names the signal), the exit code is
+130 / 143, and resubmission resumes from the last checkpoints."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,8 @@ from sweep_helpers import read_json, run_step, submit, tiny_job, wait_for
 pytestmark = pytest.mark.slow
 
 
-def test_ctrl_c_stops_runs_and_resubmission_resumes(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_stops_runs_and_resubmission_resumes(tmp_path, sig):
     job = tiny_job(tmp_path, "sigint", [{"kind": "weight_tied", "layers": 2}], steps=30, workers=1,
                    extra_train={"checkpoint_interval": 4, "eval_interval": 0})
     faults = [{"run": "weight_tied2", "kind": "slow", "rank": 0, "step": 1, "delay_s": 0.3}]
@@ -24,18 +26,22 @@ def test_ctrl_c_stops_runs_and_resubmission_resumes(tmp_path):
     try:
         wait_for(lambda: run_step(sweep) >= 10, 300, "the run to reach step 10")
         t0 = time.monotonic()
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+        if sig == "SIGINT":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # what SLURM, systemd or a CI runner sends the driver
         out, _ = proc.communicate(timeout=60)
         stopped_in = time.monotonic() - t0
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, out[-3000:]
+    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[sig], out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     run_dir = next((sweep / "runs").iterdir())
     time.sleep(2)  # nothing may flip the record back afterwards
     status = read_json(run_dir / "status.json")
     assert status["state"] == "pending" and "interrupted" in status["reason"], status
+    assert ("Ctrl-C" if sig == "SIGINT" else sig) in status["reason"], status
     stopped_at = int(status["step"])
     assert stopped_at < 30, status  # stopped mid-run (the 60 s wait above only guards a hang: no timing test)
 

@@ -220,13 +220,58 @@ def run_all(ray, store: SweepStore, runs: list[RunSpec], *, single_node: bool = 
                             print(f"warning: run {spec.run_id}: {describe_exception(exc)}; its status "
                                   f"could not be written: {write_error}", file=sys.stderr)
                 progress.update()
-        except KeyboardInterrupt:
-            stop_interrupted(ray, store, active)
+        except KeyboardInterrupt as exc:
+            stop_interrupted(ray, store, active, interrupt_name(exc))
             raise
 
 
-def stop_interrupted(ray, store: SweepStore, active: dict) -> None:
-    """Ctrl-C: stop the runs in flight and set them back to ``pending`` (never left ``running``).
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP to the driver, handled as Ctrl-C is (``install_stop_signals``)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum, self.name = signum, signal.Signals(signum).name
+
+
+_RECEIVED: list[int] = []  # the stop signal received, if any (Ray may re-raise it as a plain KeyboardInterrupt)
+
+
+def _raise_interrupted(signum, frame) -> None:
+    _RECEIVED.append(signum)
+    raise Interrupted(signum)
+
+
+def interrupt_name(exc: BaseException) -> str:
+    """"SIGTERM" / "SIGHUP" when one of them stopped the sweep, else "Ctrl-C"."""
+    import signal
+
+    if isinstance(exc, Interrupted):
+        return exc.name
+    return signal.Signals(_RECEIVED[-1]).name if _RECEIVED else "Ctrl-C"
+
+
+def install_stop_signals() -> None:
+    """SIGTERM and SIGHUP (what SLURM, Kubernetes, systemd, CI runners and a closed terminal
+    send) raise :class:`Interrupted` in the driver, so they stop a sweep the way Ctrl-C does.
+    Called after ``ray.init``, whose core worker installs its own fatal-signal handlers."""
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupted)
+
+
+def interrupt_exit_code(exc: BaseException) -> int:
+    """130 for Ctrl-C, 128 + the signal's number for SIGTERM (143) and SIGHUP (129)."""
+    if isinstance(exc, Interrupted):
+        return 128 + exc.signum
+    return 128 + _RECEIVED[-1] if _RECEIVED else 130
+
+
+def stop_interrupted(ray, store: SweepStore, active: dict, why: str = "Ctrl-C") -> None:
+    """Ctrl-C (or SIGTERM, SIGHUP: ``why``): stop the runs in flight and set them back to
+    ``pending`` (never left ``running``).
 
     Each run's task (with its Ray Train controller and workers) is cancelled; once it is gone
     its status says where it stopped. Resubmitting resumes it from its last checkpoint.
@@ -243,5 +288,5 @@ def stop_interrupted(ray, store: SweepStore, active: dict) -> None:
     for spec in active.values():
         record = store.run(spec.run_id)
         step = record.read_status().get("step") or 0
-        record.set_status("pending", reason=f"interrupted (Ctrl-C) at step {step}; resubmit to resume "
+        record.set_status("pending", reason=f"interrupted ({why}) at step {step}; resubmit to resume "
                                             "from the last checkpoint")

@@ -394,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         prebuild_cpu_ops()
         _import_driver_modules()
         ray = start_ray(args)
+        from harness.sweep.launch import install_stop_signals
+
+        install_stop_signals()  # SIGTERM / SIGHUP from here on stop the sweep as Ctrl-C does
         try:
             from harness.sweep.checks import check_resources
 
@@ -411,12 +414,14 @@ def main(argv: list[str] | None = None) -> int:
     if ray is not None:
         from harness.sweep.launch import run_all
 
+        from harness.sweep.launch import interrupt_exit_code, interrupt_name
+
         try:
             run_all(ray, store, todo, single_node=not args.address)
-        except KeyboardInterrupt:
-            print("interrupted: the runs in flight were stopped and set back to pending; "
-                  "resubmit to resume them from their last checkpoints", file=sys.stderr)
-            return 130
+        except KeyboardInterrupt as exc:
+            print(f"interrupted ({interrupt_name(exc)}): the runs in flight were stopped and set "
+                  "back to pending; resubmit to resume them from their last checkpoints", file=sys.stderr)
+            return interrupt_exit_code(exc)
         finally:
             ray.shutdown()
     failed = [r for r in runs if store.run(r.run_id).read_status().get("state") != "finished"]
