@@ -1,7 +1,10 @@
 """The submit command's bookkeeping without a cluster: which runs it would run, --fresh."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from harness.sweep.config import expand_grid, load_job_file
 from harness.records import SweepStore
@@ -52,3 +55,35 @@ def test_reopening_keeps_states_and_fresh_moves_the_old_folder_aside(tmp_path):
     archived = [p for p in tmp_path.iterdir() if p.name.startswith(f"{job.name}-")]
     assert len(archived) == 1
     assert SweepStore(archived[0]).run(runs[0].run_id).read_status()["state"] == "finished"
+
+
+def test_one_writer_per_sweep_folder(tmp_path):
+    """A live process holding a sweep folder's writer lock refuses a second submit into it in one
+    line naming the folder and the holder's pid; once the holder is gone (killed: no clean-up)
+    the lock is free again."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from harness.sweep.writer import SweepBusy, hold_sweep
+
+    results = tmp_path / "results"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from harness.sweep.writer import hold_sweep; "
+        f"lock = hold_sweep(Path({str(results)!r}), 'demo'); print('held', flush=True); time.sleep(600)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SweepBusy) as busy:
+            hold_sweep(results, "demo")
+        line = str(busy.value)
+        assert "\n" not in line and str(results / "demo") in line and f"process {holder.pid} on " in line
+        assert json.loads((results / ".demo.writer.json").read_text())["pid"] == holder.pid
+        hold_sweep(results, "other")  # another sweep folder is not blocked
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    lock = hold_sweep(results, "demo")  # a dead holder never blocks
+    assert json.loads((results / ".demo.writer.json").read_text())["pid"] == os.getpid()
+    lock.release()

@@ -406,6 +406,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             ray.shutdown()
             return 2
+    from harness.sweep.writer import SweepBusy, hold_sweep
+
+    try:
+        writer = hold_sweep(args.results.absolute(), job.name)  # noqa: F841 (held until the process ends)
+    except SweepBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if ray is not None:
+            ray.shutdown()
+        return 2
     # from here on the sweep is accepted: its folder is written
     store = open_sweep(args.results, job, text, runs, args.job_file, args.fresh, args.overrides,
                        smoke=getattr(args, "smoke_sets", None))
