@@ -66,11 +66,11 @@ def test_one_writer_per_sweep_folder(tmp_path):
     import subprocess
     import sys
 
-    from harness.sweep.writer import SweepBusy, hold_sweep
+    from harness.records.writer import SweepBusy, hold_sweep
 
     results = tmp_path / "results"
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from pathlib import Path; from harness.sweep.writer import hold_sweep; "
+        "import sys, time; from pathlib import Path; from harness.records.writer import hold_sweep; "
         f"lock = hold_sweep(Path({str(results)!r}), 'demo'); print('held', flush=True); time.sleep(600)")],
         stdout=subprocess.PIPE, text=True)
     try:

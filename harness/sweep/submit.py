@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             ray.shutdown()
             return 2
-    from harness.sweep.writer import SweepBusy, hold_sweep
+    from harness.records.writer import SweepBusy, hold_sweep
 
     try:
         writer = hold_sweep(args.results.absolute(), job.name)  # noqa: F841 (held until the process ends)
