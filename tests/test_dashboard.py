@@ -1,7 +1,8 @@
 """Watching a live sweep through the Ray dashboard's HTTP API, and what it listens on.
 
 A tiny sweep runs on an embedded Ray (dashboard on 127.0.0.1). While it runs, the test
-checks that the dashboard lists the Ray Train runs under their run ids, that the project's
+checks that the dashboard lists the Ray Train runs under their run ids, the sweep's Ray job by
+the sweep's name (``deqbench <sweep>``, the Jobs page's Name column), that the project's
 metrics (``ray_deqbench_*``, exported with ``ray.util.metrics``) reach the metrics endpoint the
 dashboard advertises for Prometheus, and that every listening socket of the sweep's process
 tree is on loopback.
@@ -51,7 +52,7 @@ def test_dashboard_shows_runs_and_metrics_and_only_loopback(tmp_path):
                    workers=2)
     proc = submit(job, tmp_path, wait=False)
     sweep = tmp_path / "results" / "dash"
-    url, run_ids, seen_runs, metric_line, sockets = None, [], False, None, []
+    url, run_ids, seen_runs, metric_line, sockets, job_meta = None, [], False, None, [], None
     deadline = time.time() + 300
     try:
         for line in proc.stdout:  # the CLI prints the dashboard URL first
@@ -60,7 +61,7 @@ def test_dashboard_shows_runs_and_metrics_and_only_loopback(tmp_path):
                 url = m.group(1)
                 break
         assert url and url.startswith("http://127.0.0.1:"), url
-        while time.time() < deadline and not (seen_runs and metric_line):
+        while time.time() < deadline and not (seen_runs and metric_line and job_meta):
             time.sleep(2)
             if not run_ids and (sweep / "sweep.json").exists():
                 run_ids = read_json(sweep / "sweep.json")["run_ids"]
@@ -71,6 +72,10 @@ def test_dashboard_shows_runs_and_metrics_and_only_loopback(tmp_path):
                 runs = json.loads(_get(f"{url}/api/train/v2/runs/v1"))
                 names = json.dumps(runs)
                 seen_runs = bool(run_ids) and all(r in names for r in run_ids)
+                if job_meta is None:  # the Jobs page's rows: the driver's job named after the sweep
+                    jobs = json.loads(_get(f"{url}/api/jobs/"))
+                    job_meta = next((j.get("metadata") for j in jobs
+                                     if (j.get("metadata") or {}).get("job_name") == "deqbench dash"), None)
                 targets = json.loads(_get(f"{url}/api/prometheus/sd"))
                 for group in targets:
                     for target in group.get("targets", []):
@@ -94,6 +99,7 @@ def test_dashboard_shows_runs_and_metrics_and_only_loopback(tmp_path):
             pass
         proc.wait(timeout=60)
     assert seen_runs, "the dashboard never listed the run ids"
+    assert job_meta and job_meta["deqbench_results"] == str(tmp_path / "results"), job_meta
     assert metric_line and 'strategy="weight_tied"' in metric_line, metric_line
     assert sockets, "no listening socket found (cannot inspect the process tree?)"
     exposed = [s for s in sockets if s[0] not in LOOPBACK]

@@ -283,8 +283,17 @@ def start_ray(args: argparse.Namespace):
     if not args.address and not _port_free(args.dashboard_host, port):
         port = _free_port(args.dashboard_host)
         print(f"note: port {args.dashboard_port} is taken (another Ray?); the dashboard uses {port}")
+    # the dashboard's Jobs page names the driver's job after the sweep (its Name column reads
+    # metadata["job_name"]); the rest of the metadata says where its records go
+    from ray.job_config import JobConfig
+
+    meta = {"job_name": f"deqbench {getattr(args, 'sweep_name', '') or Path(args.job_file).stem}",
+            "deqbench_job_file": str(Path(args.job_file).absolute()),
+            "deqbench_results": str(Path(args.results).absolute()),
+            "deqbench_commit": str(os.environ.get("DEQBENCH_GIT_COMMIT") or "")}
+    job_config = JobConfig(metadata=meta)
     if args.address:
-        ctx = ray.init(address=args.address, log_to_driver=False)
+        ctx = ray.init(address=args.address, log_to_driver=False, job_config=job_config)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         total = ray.cluster_resources()
         print(f"joined Ray cluster at {args.address} ({ctx.address_info.get('gcs_address', '?')}): "
@@ -293,7 +302,7 @@ def start_ray(args: argparse.Namespace):
         if args.dashboard_host != LOOPBACK:
             print(f"warning: the Ray dashboard will listen on {args.dashboard_host}:{port}; "
                   "it has no authentication and runs code for whoever reaches it", file=sys.stderr)
-        ctx = ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=True,
+        ctx = ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=True, job_config=job_config,
                        dashboard_host=args.dashboard_host,
                        dashboard_port=port, log_to_driver=False,
                        configure_logging=True, logging_level="WARNING")
@@ -393,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
 
         prebuild_cpu_ops()
         _import_driver_modules()
+        args.sweep_name = job.name
         ray = start_ray(args)
         from harness.sweep.launch import install_stop_signals
 
