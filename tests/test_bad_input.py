@@ -457,3 +457,11 @@ def test_a_broken_split_is_refused_before_ray_starts(tmp_path: Path, run_cli, da
     assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert err.startswith(f"error: {job}: data.data_dir: ") and \
         fragment.format(path=corpus / "ptb.train.txt") in err, err
+
+
+def test_two_synthetic_specs_for_one_folder_are_refused_before_ray_starts(tmp_path: Path, run_cli) -> None:
+    def change(raw: dict) -> None:
+        raw["grid"] = {"cases": [{"label": "a", "data.synthetic": {"vocab_size": 40}},
+                                 {"label": "b", "data.synthetic": {"vocab_size": 60}}]}
+    job = write_job(tmp_path, change)
+    assert_rejected(*run_cli(job), tmp_path, job, "data.synthetic", "two runs ask for different synthetic corpora")

@@ -113,7 +113,7 @@ def check_data(runs: list[RunSpec], file: str | Path) -> None:
                                                       "(the folder holding the corpus files)")
         try:
             check_data_dir(dataset, data_dir)
-            probe_splits(dataset, data_dir)  # empty, binary or token-less splits, before Ray starts
+            probe_splits(dataset, data_dir)  # empty or binary splits, before Ray starts
         except DataError as exc:
             raise JobFileError(file, "data.data_dir", str(exc).splitlines()[0]) from None
         except (OSError, ValueError) as exc:  # e.g. a name too long for the file system
@@ -122,12 +122,28 @@ def check_data(runs: list[RunSpec], file: str | Path) -> None:
     from harness.data.datasets import synthetic_state
     from harness.data.synthetic_corpus import check_synthetic_spec
 
-    for run in runs:  # a corpus already there must be the one data.synthetic asks for
-        if run.task == "lm" and run.data.synthetic is not None and synthetic_state(Path(run.data.data_dir)) == "complete":
+    for data_dir, spec in synthetic_specs(runs, file).items():  # a corpus there must be the one asked for
+        if spec is not None and synthetic_state(Path(data_dir)) == "complete":
             try:
-                check_synthetic_spec(run.data.data_dir, run.data.synthetic_spec())
+                check_synthetic_spec(data_dir, spec)
             except DataError as exc:
                 raise JobFileError(file, "data.data_dir", str(exc).splitlines()[0]) from None
+
+
+def synthetic_specs(runs: list[RunSpec], file: str | Path) -> dict[str, object]:
+    """data_dir -> the synthetic corpus spec its runs ask for (``data.synthetic``; None: any),
+    per folder of the LM runs on the synthetic corpus; two different specs for one folder are
+    refused in one line."""
+    wanted: dict[str, object] = {}
+    for r in runs:
+        if r.task != "lm" or r.data.dataset != "synthetic":
+            continue
+        spec, seen = r.data.synthetic_spec(), wanted.get(r.data.data_dir)
+        if spec is not None and seen is not None and seen != spec:
+            raise JobFileError(file, "data.synthetic", f"{r.data.data_dir}: two runs ask for different "
+                               f"synthetic corpora in one folder; give each its own data_dir")
+        wanted[r.data.data_dir] = seen if seen is not None else spec
+    return wanted
 
 
 def check_output_dir(path: Path, what: str, file: str | Path) -> None:

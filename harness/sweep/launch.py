@@ -220,41 +220,23 @@ def run_all(ray, store: SweepStore, runs: list[RunSpec], *, single_node: bool = 
                             print(f"warning: run {spec.run_id}: {describe_exception(exc)}; its status "
                                   f"could not be written: {write_error}", file=sys.stderr)
                 progress.update()
-        except KeyboardInterrupt as exc:
-            stop_interrupted(ray, store, active, interrupt_name(exc))
+        except KeyboardInterrupt:
+            stop_interrupted(ray, store, active, interrupt_name())
             raise
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM or SIGHUP to the driver, handled as Ctrl-C is (``install_stop_signals``)."""
-
-    def __init__(self, signum: int):
-        import signal
-
-        super().__init__(signal.Signals(signum).name)
-        self.signum, self.name = signum, signal.Signals(signum).name
-
-
-_RECEIVED: list[int] = []  # the stop signal received, if any (Ray may re-raise it as a plain KeyboardInterrupt)
+_RECEIVED: list[int] = []  # the stop signals received (Ray may re-raise ours as a new KeyboardInterrupt,
+# so the signal is kept here rather than on the exception)
 
 
 def _raise_interrupted(signum, frame) -> None:
     _RECEIVED.append(signum)
-    raise Interrupted(signum)
-
-
-def interrupt_name(exc: BaseException) -> str:
-    """"SIGTERM" / "SIGHUP" when one of them stopped the sweep, else "Ctrl-C"."""
-    import signal
-
-    if isinstance(exc, Interrupted):
-        return exc.name
-    return signal.Signals(_RECEIVED[-1]).name if _RECEIVED else "Ctrl-C"
+    raise KeyboardInterrupt
 
 
 def install_stop_signals() -> None:
     """SIGTERM and SIGHUP (what SLURM, Kubernetes, systemd, CI runners and a closed terminal
-    send) raise :class:`Interrupted` in the driver, so they stop a sweep the way Ctrl-C does.
+    send) raise KeyboardInterrupt in the driver, so they stop a sweep the way Ctrl-C does.
     Called after ``ray.init``, whose core worker installs its own fatal-signal handlers."""
     import signal
 
@@ -262,10 +244,15 @@ def install_stop_signals() -> None:
         signal.signal(signum, _raise_interrupted)
 
 
-def interrupt_exit_code(exc: BaseException) -> int:
+def interrupt_name() -> str:
+    """"SIGTERM" / "SIGHUP" when one of them stopped the sweep, else "Ctrl-C"."""
+    import signal
+
+    return signal.Signals(_RECEIVED[-1]).name if _RECEIVED else "Ctrl-C"
+
+
+def interrupt_exit_code() -> int:
     """130 for Ctrl-C, 128 + the signal's number for SIGTERM (143) and SIGHUP (129)."""
-    if isinstance(exc, Interrupted):
-        return 128 + exc.signum
     return 128 + _RECEIVED[-1] if _RECEIVED else 130
 
 

@@ -162,17 +162,9 @@ def prepare_data(runs: list[RunSpec], file: str | Path) -> None:
     """
     from harness.data import DataError
     from harness.data.synthetic_corpus import ensure_synthetic_corpus
+    from harness.sweep.checks import synthetic_specs
 
-    wanted: dict[str, object] = {}
-    for r in runs:
-        if r.task == "lm" and r.data.dataset == "synthetic":
-            spec = r.data.synthetic_spec()
-            if r.data.data_dir in wanted and wanted[r.data.data_dir] not in (None, spec) and spec is not None:
-                raise JobFileError(file, "data.synthetic", f"{r.data.data_dir}: two runs ask for different "
-                                   f"synthetic corpora in one folder; give each its own data_dir")
-            if wanted.get(r.data.data_dir) is None:
-                wanted[r.data.data_dir] = spec
-    for data_dir, spec in sorted(wanted.items()):
+    for data_dir, spec in sorted(synthetic_specs(runs, file).items()):
         try:
             if ensure_synthetic_corpus(data_dir, spec):
                 print(f"generated the synthetic corpus in {data_dir}")
@@ -437,10 +429,10 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             run_all(ray, store, todo, single_node=not args.address)
-        except KeyboardInterrupt as exc:
-            print(f"interrupted ({interrupt_name(exc)}): the runs in flight were stopped and set "
+        except KeyboardInterrupt:
+            print(f"interrupted ({interrupt_name()}): the runs in flight were stopped and set "
                   "back to pending; resubmit to resume them from their last checkpoints", file=sys.stderr)
-            return interrupt_exit_code(exc)
+            return interrupt_exit_code()
         finally:
             ray.shutdown()
     failed = [r for r in runs if store.run(r.run_id).read_status().get("state") != "finished"]
