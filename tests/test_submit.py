@@ -87,3 +87,47 @@ def test_one_writer_per_sweep_folder(tmp_path):
     lock = hold_sweep(results, "demo")  # a dead holder never blocks
     assert json.loads((results / ".demo.writer.json").read_text())["pid"] == os.getpid()
     lock.release()
+
+
+_IMPORT_CHECK = """
+import sys
+from pathlib import Path
+from harness.sweep.submit import _import_driver_modules
+_import_driver_modules()
+repo = Path(sys.argv[1])
+names = set()
+for root in ("harness", "models", "solvers"):
+    for path in (repo / root).rglob("*.py"):
+        parts = path.relative_to(repo).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts[-1] != "__main__":
+            names.add(".".join(parts))
+print(sorted(n for n in names if n not in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("in_ray_job", [True, False])
+def test_a_ray_job_driver_imports_every_module_before_ray_starts(in_ray_job):
+    """Under `ray job submit --working-dir` Ray may remove and unpack the driver's folder
+    again as nodes on one machine install the job (see _import_driver_modules): the driver
+    imports every project module first, found on disk here independently of its own walk.
+    Outside a Ray job there is no such race, and nothing is imported for it."""
+    import ast
+    import json
+    import subprocess
+    import sys
+
+    repo = QUICKSTART.parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "RAY_JOB_CONFIG_JSON_ENV_VAR"}
+    if in_ray_job:
+        env["RAY_JOB_CONFIG_JSON_ENV_VAR"] = json.dumps(
+            {"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}, "metadata": {}})
+    out = subprocess.run([sys.executable, "-c", _IMPORT_CHECK, str(repo)], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    missing = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    if in_ray_job:
+        assert missing == []
+    else:
+        assert "harness.records.writer" in missing and "models.ode" in missing

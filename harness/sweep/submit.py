@@ -224,24 +224,34 @@ def open_sweep(results_root: Path, job, text: str, runs: list[RunSpec], job_file
 
 
 def _import_driver_modules() -> None:
-    """Import, before Ray starts, every harness module the driver needs later.
+    """Under ``ray job submit --working-dir``, import every module of the project before Ray starts.
 
-    Under ``ray job submit --working-dir`` the driver runs from Ray's unpacked copy of the
-    working directory, and Ray installs the job's runtime env on every node as the job's
-    driver connects (``eager_install``). Nodes that share one machine share that folder, and
-    each installs with ``overwrite=True``: it removes the folder and unpacks it again. A module
-    first imported in that window is not found (seen in tests/test_cluster.py: "No module
-    named 'harness.sweep.launch'" about one job in two). Modules already imported do not
-    care, so the driver imports them all here."""
-    import harness.data  # noqa: F401
-    import harness.data.synthetic_corpus  # noqa: F401
-    import harness.report  # noqa: F401
-    import harness.report.timeline  # noqa: F401
-    import harness.run.envinfo  # noqa: F401
-    import harness.sweep.checks  # noqa: F401
-    import harness.sweep.launch  # noqa: F401
-    import harness.watch.progress  # noqa: F401
-    import solvers._native  # noqa: F401  (it also reads its C source at import)
+    There the driver runs from Ray's unpacked copy of the working directory, and Ray installs
+    the job's runtime env on every node as the job's driver connects (``eager_install``).
+    Nodes that share one machine share that folder, and each installs with
+    ``overwrite=True``: it removes the folder and unpacks it again. A module first imported
+    in that window is not found (seen in tests/test_cluster.py: "No module named
+    'harness.sweep.launch'" about one job in two, and later 'harness.records.writer', a
+    module added after a hand-kept list of them). Modules already imported do not care, so
+    the driver imports them all here: every module of ``harness``, ``models`` and
+    ``solvers``, found by walking the packages, so that no new module can be missed. That
+    costs a few seconds, so it is done only where the race exists: in a Ray job whose
+    runtime env has a working_dir."""
+    import importlib
+    import json
+    import pkgutil
+
+    try:
+        job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        job_env = {}
+    if not job_env.get("working_dir"):
+        return
+    for root in ("harness", "models", "solvers"):
+        package = importlib.import_module(root)
+        for info in pkgutil.walk_packages(package.__path__, f"{root}."):
+            if not info.name.endswith(".__main__"):
+                importlib.import_module(info.name)
 
 
 def start_ray(args: argparse.Namespace):
