@@ -1,7 +1,8 @@
 """Watching a live sweep through the Ray dashboard's HTTP API, and what it listens on.
 
 A tiny sweep runs on an embedded Ray (dashboard on 127.0.0.1). While it runs, the test
-checks that the dashboard lists the Ray Train runs under their run ids, the sweep's Ray job by
+checks that the dashboard lists the sweep's lanes (the Ray Train runs that train its runs one
+after another, named ``<sweep>-lane<k>-<id>``), the sweep's Ray job by
 the sweep's name (``deqbench <sweep>``, the Jobs page's Name column), that the project's
 metrics (``ray_deqbench_*``, exported with ``ray.util.metrics``) reach the metrics endpoint the
 dashboard advertises for Prometheus, and that every listening socket of the sweep's process
@@ -71,7 +72,7 @@ def test_dashboard_shows_runs_and_metrics_and_only_loopback(tmp_path):
                 # Ray Train V2 runs (the "/api/train/v2/runs" route serves Train V1)
                 runs = json.loads(_get(f"{url}/api/train/v2/runs/v1"))
                 names = json.dumps(runs)
-                seen_runs = bool(run_ids) and all(r in names for r in run_ids)
+                seen_runs = '"dash-lane1-' in names
                 if job_meta is None:  # the Jobs page's rows: the driver's job named after the sweep
                     jobs = json.loads(_get(f"{url}/api/jobs/"))
                     job_meta = next((j.get("metadata") for j in jobs
@@ -98,7 +99,7 @@ def test_dashboard_shows_runs_and_metrics_and_only_loopback(tmp_path):
         except ProcessLookupError:
             pass
         proc.wait(timeout=60)
-    assert seen_runs, "the dashboard never listed the run ids"
+    assert seen_runs, "the dashboard never listed the sweep's lane"
     assert job_meta and job_meta["deqbench_results"] == str(tmp_path / "results"), job_meta
     assert metric_line and 'strategy="weight_tied"' in metric_line, metric_line
     assert sockets, "no listening socket found (cannot inspect the process tree?)"

@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from harness.records import load_sweep
+from harness.records import RunRecord, load_sweep
 from sweep_helpers import REPO, poll_json, read_json, submit, tiny_job
 
 pytestmark = pytest.mark.slow
@@ -97,7 +97,8 @@ def test_driver_killed_mid_sweep_resumes(tmp_path):
                     # a checkpoint counts once its report reached the records (step >= 8)
                     st2 = poll_json(sweep / "runs" / second / "status.json")
                     step = st2.get("step") or 0
-                    if st2.get("state") == "running" and step >= 8 and list((sweep / "runs" / second / "checkpoints").glob("*/checkpoint_*")):
+                    if (st2.get("state") == "running" and step >= 8
+                            and RunRecord(sweep / "runs" / second).latest_checkpoint() is not None):
                         break
             time.sleep(0.5)
         else:

@@ -9,7 +9,9 @@ Rank 0 of a run's workers sends messages (``harness.run.session``); every other 
      "analysis": {...},                # analysis.json (the trained cell's equilibrium analysis)
      "env": {...},                     # env.json; marks the first message of an attempt
      "failed": "reason",               # the run stopped: status failed with this reason
-     "resumed_from": step}             # drop metrics records after this step (a lost attempt)
+     "resumed_from": step,             # drop metrics records after this step (a lost attempt)
+     "task_ended": time,               # a lane is done with the run (status.json, state kept)
+     "checkpoint": "staged folder"}    # the workers' staged checkpoint: the latest from now on
 
 Under Ray the driver's Ray Train callback applies each message as it arrives; without Ray
 ``LocalSession`` applies it in the worker's own process. Both call :func:`apply_message`.
@@ -88,4 +90,9 @@ def _apply(record: RunRecord, message: dict[str, Any]) -> None:
         record.set_status("failed", reason=message["failed"], **extra)
     elif message.get("status"):
         status = dict(message["status"])
+        if message.get("task_ended") is not None:  # the run's end: its state stays as it is
+            status.setdefault("state", previous.get("state") or "running")
+            status["task_ended"] = float(message["task_ended"])
         record.set_status(status.pop("state", "running"), **status)
+    if message.get("checkpoint"):  # only now, with the records of its step written
+        record.commit_checkpoint(message["checkpoint"])

@@ -89,8 +89,13 @@ class RunRecord:
 
     # checkpoints of a run trained without Ray (Ray Train keeps its own under its storage)
     def local_checkpoint(self) -> Path | None:
-        path = self.checkpoint_dir / "local"
-        return path if path.is_dir() else None
+        """The checkpoint kept in the run folder (``checkpoints/local``); the previous one
+        (``local.old``) if a writer died between the two renames of its swap."""
+        for name in ("local", "local.old"):
+            path = self.checkpoint_dir / name
+            if path.is_dir():
+                return path
+        return None
 
     def latest_checkpoint(self) -> Path | None:
         """The run's newest checkpoint folder, wherever it was trained: Ray Train's latest
@@ -113,17 +118,48 @@ class RunRecord:
     def store_local_checkpoint(self, source: str | Path) -> None:
         """Copy the checkpoint folder ``source`` in as the run's latest, atomically: a
         process killed mid-copy leaves the previous checkpoint in place."""
+
+        staging = self.stage_checkpoint("0")
+        self.add_to_staged_checkpoint(staging, source)
+        self.commit_checkpoint(staging)
+
+    def stage_checkpoint(self, tag: str) -> Path:
+        """An empty staging folder for a checkpoint (``checkpoints/local.new-<tag>``): the
+        workers copy their parts in, and it becomes the run's latest only when
+        :meth:`commit_checkpoint` is called, after the records of its step were written (a
+        checkpoint ahead of the records would leave a gap in the curve after a resume)."""
         import shutil
 
-        current = self.checkpoint_dir / "local"
-        staging, old = current.with_name("local.new"), current.with_name("local.old")
+        staging = self.checkpoint_dir / f"local.new-{tag}"
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(source, staging)
+        staging.mkdir(parents=True)
+        return staging
+
+    def add_to_staged_checkpoint(self, staging: str | Path, source: str | Path) -> None:
+        """Copy one worker's part of a checkpoint (the folder ``source``) into ``staging``."""
+        import shutil
+
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+
+    def commit_checkpoint(self, staging: str | Path) -> None:
+        """The staged checkpoint becomes the run's latest; a process killed at any point
+        leaves a whole checkpoint readable (``local``, else ``local.old``). Staged folders
+        older than this one (never committed: their writer died) are removed."""
+        import shutil
+
+        staging = Path(staging)
+        current = self.checkpoint_dir / "local"
+        old = current.with_name("local.old")
+        if not staging.is_dir():
+            return
         shutil.rmtree(old, ignore_errors=True)
         if current.exists():
             current.rename(old)
-        staging.rename(current)  # the swap is atomic; 'old' is only a leftover
+        staging.rename(current)  # 'old' is only a leftover from here
         shutil.rmtree(old, ignore_errors=True)
+        for leftover in self.checkpoint_dir.glob("local.new-*"):
+            if leftover.name < staging.name:
+                shutil.rmtree(leftover, ignore_errors=True)
 
     # fault injection (tests): a marker so that a fault fires once, across restarts
     def claim_marker(self, name: str) -> bool:

@@ -1,8 +1,8 @@
 """One run on one worker: the per-worker function and what it needs.
 
 - ``spec``      :class:`~harness.run.spec.RunSpec`, one run, typed (the job file's sections)
-- ``worker``    :func:`~harness.run.worker.train_worker` (Ray Train's entry: process group,
-                path checks) and :func:`~harness.run.worker.run_training` (also without Ray)
+- ``worker``    :func:`~harness.run.worker.train_lane` (Ray Train's entry: process group,
+                path checks, runs one after another) and :func:`~harness.run.worker.run_training` (also without Ray)
 - ``trainer``   :class:`~harness.run.trainer.Trainer`: set-up, one step, periodic work
                 (log / eval / checkpoint), summary
 - ``workload``  a run's data shard, model and evaluation for its task

@@ -3,10 +3,11 @@
 The per-worker function (``harness.run.worker``) talks to a :class:`Session`, never to Ray
 directly, so the same function runs
 
-- under Ray Train (:class:`RaySession`): ``ray.train.report`` carries each message to the
-  driver, where the callback of :func:`record_callback` writes the run's records, and
-  checkpoints go through Ray Train's storage, so a restarted worker group resumes from the
-  last one;
+- under Ray Train, in a lane that trains several runs one after another
+  (:class:`LaneSession`, ``harness.sweep.lanes``): ``ray.train.report`` carries each
+  message, with the run it belongs to, to the driver, where the callback of
+  :func:`lane_callback` writes that run's records; checkpoints are kept in the run's own
+  folder, so a restarted worker group (or a resubmitted sweep) resumes from the last one;
 - without Ray (:class:`LocalSession`): one process, world size 1, records written
   directly, checkpoints kept under the run folder. Ray is never imported on this path.
 
@@ -107,31 +108,90 @@ class RaySession:
             yield Path(path)
 
 
-def record_callback(run_dir: str):
-    """A Ray Train ``UserCallback`` (on the driver) that writes every rank-0 message into the
-    run's records."""
+class LaneSession(RaySession):
+    """Inside a lane's worker (``harness.sweep.lanes``): the worker group trains one run after
+    another, so each message names its run (``run_dir``), and checkpoints are kept in the
+    run's own folder (every rank copies its part into one staging folder, rank 0 swaps it
+    in), not in Ray Train's storage, which belongs to the lane."""
+
+    def __init__(self):
+        super().__init__({})
+        self.run_dir: str | None = None
+
+    def begin(self, spec, run_dir: str, attempt_tag: int) -> None:
+        """The run this session speaks for from now on; ``attempt_tag`` (the same on every
+        rank, growing from one attempt to the next) orders its staged checkpoints."""
+        self.run_dir = str(run_dir)
+        self._attempt, self._saved = int(attempt_tag), 0
+        self._tags = {"sweep": spec.sweep, "run_id": spec.run_id,
+                      "strategy": str(spec.model.get("depth", {}).get("kind", ""))}
+
+    def send(self, message: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
+        import ray.train
+
+        if checkpoint_dir is not None:
+            staged = self._stage_checkpoint(checkpoint_dir)
+            if self.rank == 0:  # committed by the driver once the message's records are written
+                message = {**message, "checkpoint": str(staged)}
+        if self.rank == 0 and message.get("records"):
+            self._export_live(message["records"])
+        ray.train.report({"message": message, "run_dir": self.run_dir})
+
+    def _stage_checkpoint(self, source: Path) -> Path:
+        """Every rank copies its part of the checkpoint into one staging folder of the run."""
+        import torch.distributed as dist
+
+        self._saved += 1
+        record = RunRecord(self.run_dir)
+        tag = f"{self._attempt:020d}-{self._saved:08d}"
+        staging = record.checkpoint_dir / f"local.new-{tag}"
+        if self.rank == 0:
+            record.stage_checkpoint(tag)
+        if dist.is_initialized():
+            dist.barrier()
+        record.add_to_staged_checkpoint(staging, source)
+        if dist.is_initialized():
+            dist.barrier()
+        return staging
+
+    @contextlib.contextmanager
+    def checkpoint(self) -> Iterator[Path | None]:
+        # the run's own (lanes) or, for a run interrupted under one trainer per run, Ray Train's
+        yield RunRecord(self.run_dir).latest_checkpoint()
+
+
+def lane_callback(queue, lane: str):
+    """A Ray Train ``UserCallback`` (on the driver) for a lane: every rank-0 message goes into
+    the records of the run it names; a worker error is noted on the lane's run in flight
+    (``harness.sweep.lanes.RunQueue`` counts the restart when the workers ask again)."""
     from ray.train import UserCallback
 
-    class RecordCallback(UserCallback):
-        def __init__(self, run_dir: str):
-            self.run_dir = run_dir
+    class LaneCallback(UserCallback):
+        def __init__(self, queue, lane: str):
+            self.queue, self.lane = queue, lane
 
         def after_report(self, run_context, metrics, checkpoint):
-            # a full disk raises RecordsFull here, after recording the run failed: Ray Train
-            # then ends the run, and launch keeps that verdict
-            record = RunRecord(self.run_dir)
-            message = (metrics[0] or {}).get("message", {}) if metrics else {}
-            apply_message(record, message)
+            first = (metrics[0] or {}) if metrics else {}
+            if first.get("run_dir") and first.get("message"):
+                apply_message(RunRecord(first["run_dir"]), first["message"])
 
         def after_exception(self, run_context, worker_exceptions):
-            record = RunRecord(self.run_dir)
-            if record.read_status().get("state") == "failed":  # already decided (a full disk)
-                return
-            rank, exc = sorted(worker_exceptions.items())[0]
-            # the run goes on if Ray Train restarts the workers; if not, launch marks it failed
-            record.set_status("running", reason=f"worker error: {describe_exception(exc)}", rank=rank)
+            import ray
 
-    return RecordCallback(run_dir)
+            current = ray.get(self.queue.current_of.remote(self.lane))
+            if current is None:
+                return
+            _note_worker_error(RunRecord(current), worker_exceptions)
+
+    return LaneCallback(queue, lane)
+
+
+def _note_worker_error(record: RunRecord, worker_exceptions: dict) -> None:
+    if record.read_status().get("state") in ("finished", "failed"):  # already decided (a full disk)
+        return
+    rank, exc = sorted(worker_exceptions.items())[0]
+    # the run goes on if its workers restart; if not, the driver side records it failed
+    record.set_status("running", reason=f"worker error: {describe_exception(exc)}", rank=rank)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -1,8 +1,9 @@
 """The per-worker training function: data shard -> model -> DeepSpeed -> steps -> records.
 
-Under Ray, ``harness.sweep.launch`` runs :func:`train_worker` in every worker of a Ray Train
-data-parallel trainer (the process group is formed here: a file on one node, a TCP store
-bound to rank 0's node address on a cluster). Without Ray, ``python -m harness.train``
+Under Ray, ``harness.sweep.lanes`` runs :func:`train_lane` in every worker of a Ray Train
+data-parallel trainer, which trains the sweep's runs one after another (the process group is
+formed here, once per worker group: a file on one node, a TCP store bound to rank 0's node
+address on a cluster). Without Ray, ``python -m harness.train``
 (``harness/train.py``) calls :func:`run_training` in one process (world size 1), for
 debugging, profiling, or machines where Ray is not installed.
 
@@ -32,21 +33,39 @@ class WorkerOutOfMemory(RuntimeError):
     must be torn down; Ray Train retries up to max_failures, then the run is recorded failed."""
 
 
-def train_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point (``train_loop_per_worker``)."""
-    from harness.run.session import RaySession
+def train_lane(config: dict[str, Any]) -> None:
+    """Ray Train entry point of a lane (``harness.sweep.lanes``): the process group is formed
+    once, then rank 0 asks the lane's run queue for a run, every rank trains it, and again,
+    until the queue has none left for this lane. After a restart (a worker error) the queue
+    hands back the run in flight, which resumes from its checkpoint."""
+    import time
 
-    spec = config["spec"]
-    tags = {"sweep": spec.sweep, "run_id": spec.run_id,
-            "strategy": str(spec.model.get("depth", {}).get("kind", ""))}
-    session = RaySession(tags)
-    check_worker_paths(spec, config["run_dir"])
+    import ray
+    from ray.train.collective import broadcast_from_rank_zero
+
+    from harness.run.session import LaneSession
+
+    session = LaneSession()
+    queue, lane, shape = config["queue"], config["lane"], config["shape"]
     if config.get("rendezvous") == "file":
         _file_rendezvous(session)
     elif config.get("rendezvous") == "tcp":
         _tcp_rendezvous(session)
+    finished = False
     try:
-        run_training(spec, Path(config["run_dir"]), session)
+        while True:
+            job = ray.get(queue.take.remote(lane, shape, finished)) if session.rank == 0 else None
+            job = broadcast_from_rank_zero(job)
+            if job is None:
+                return
+            spec, run_dir = job
+            session.begin(spec, run_dir, broadcast_from_rank_zero(time.time_ns()))
+            check_worker_paths(spec, run_dir)
+            run_training(spec, Path(run_dir), session)
+            session.send({"task_ended": time.time()} if session.rank == 0 else {})
+            finished = True
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # the next run's memory figures start from a clean slate
     finally:
         if config.get("rendezvous") in ("file", "tcp") and dist.is_initialized():
             dist.destroy_process_group()

@@ -1,78 +1,33 @@
-"""Runs on Ray: one Ray Train trainer per run, each started from a Ray task.
+"""Runs on Ray: the sweep's runs go to lanes, Ray Train trainers that train one run after another.
 
-Every trainer is Ray Train's data-parallel trainer without Ray's torch backend; the workers
-form their process group themselves (gloo on CPU, nccl on CUDA). On the embedded single-node
-Ray they meet through a file (``harness.run.worker._file_rendezvous``), so no port opens at all;
-on a cluster joined with ``--address`` rank 0 opens torch's TCP store on its node's own
-address only, never on every interface (``harness.run.worker._tcp_rendezvous``).
+A lane (``harness.sweep.lanes``) is Ray Train's data-parallel trainer without Ray's torch
+backend, whose workers take runs from the sweep's run queue until none is left for them, so
+Ray Train's start-up is paid once per lane, not once per run. The workers form their process
+group themselves (gloo on CPU, nccl on CUDA). On the embedded single-node Ray they meet
+through a file (``harness.run.worker._file_rendezvous``), so no port opens at all; on a
+cluster joined with ``--address`` rank 0 opens torch's TCP store on its node's own address
+only, never on every interface (``harness.run.worker._tcp_rendezvous``).
 
-The tasks ask for no CPU themselves; each trainer's workers ask for the run's resources,
-so Ray's own scheduler decides how many runs fit at once (``resources.max_concurrent_runs``
-caps it further). A trainer's storage is ``runs/<run_id>/checkpoints/`` and its name is the
-run id, so a resubmitted sweep resumes an interrupted run from its last checkpoint and the
-dashboard lists runs under their ids. Worker failures are retried by Ray Train
-(``resources.max_failures``), from the last checkpoint. A run whose workers cannot be placed
-(a lost node that does not come back) waits ``resources.node_timeout_s`` at most, then is
-recorded failed with that reason; each run's task is kept on the driver's node, which holds
-the records.
+The lanes' tasks ask for no CPU themselves; each lane's workers ask for the runs'
+resources, and as many lanes run at once as runs fit the cluster (``resources.max_concurrent_runs``
+caps it further). A run's checkpoint is kept in ``runs/<run_id>/checkpoints/``, so a
+resubmitted sweep resumes an interrupted run from its last checkpoint. Worker failures are
+retried by Ray Train, from the last checkpoint, up to the run's ``resources.max_failures``.
+A run whose workers cannot be placed (a lost node that does not come back) waits
+``resources.node_timeout_s`` at most, then is recorded failed with that reason; each lane's
+task and the run queue are kept on the driver's node, which holds the records.
 """
 from __future__ import annotations
 
 import math
 import os
 import sys
-import time
-from pathlib import Path
 
 from harness.records import SweepStore, is_disk_full
 from harness.records.messages import NO_SPACE
 from harness.records.store import release_reserve
 from harness.run.session import describe_exception
 from harness.run.spec import RunSpec
-
-
-def _fit_run(spec: RunSpec, run_dir: str, single_node: bool) -> str:
-    """Body of the Ray task of one run: build and fit its Ray Train trainer; returns its state."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.backend import BackendConfig
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
-    from harness.records import RunRecord
-    from harness.run.session import record_callback
-    from harness.run.worker import train_worker
-
-    record = RunRecord(run_dir)
-    res = spec.resources
-    use_gpu = res.gpus_per_worker > 0
-    per_worker = {"CPU": res.cpus_per_worker}
-    if res.gpus_per_worker:
-        per_worker["GPU"] = res.gpus_per_worker
-    record.set_status("running", reason=None, rank=None, task_started=time.time(), task_ended=None)
-    shorten_cleaner_stop()
-    _, placement_retries = placement_wait(res)
-    failure_config = FailureConfig(max_failures=res.max_failures, controller_failure_limit=placement_retries)
-    trainer = DataParallelTrainer(
-        train_worker, backend_config=BackendConfig(),
-        train_loop_config={"spec": spec, "run_dir": run_dir, "rendezvous": "file" if single_node else "tcp"},
-        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu,
-                                     resources_per_worker=per_worker),
-        run_config=RunConfig(name=spec.run_id, storage_path=str(Path(run_dir) / "checkpoints"),
-                             failure_config=failure_config,
-                             checkpoint_config=CheckpointConfig(num_to_keep=1),
-                             callbacks=[record_callback(run_dir)]))
-    try:
-        trainer.fit()
-    except Exception as exc:  # recorded, never raised: one run's failure must not stop the sweep
-        failures = getattr(exc, "worker_failures", None) or {}
-        rank = min(failures) if failures else None
-        cause = failures[rank] if failures else exc
-        record_failure(record, spec, _placement_failure(exc, record, res) or describe_exception(cause), rank)
-    state = record.read_status().get("state")
-    if state not in ("finished", "failed"):
-        record.set_status("failed", reason="training ended without a final report")
-        state = "failed"
-    record.set_status(state, task_ended=time.time())  # the sweep timeline's end of this run
-    return state
 
 
 CLEANER_STOP_TIMEOUT_S = 2.0  # Ray's own floor for it (max(2, ...))
@@ -178,8 +133,10 @@ def concurrency_limit(cluster: dict, runs: list[RunSpec]) -> int:
 
 
 def run_all(ray, store: SweepStore, runs: list[RunSpec], *, single_node: bool = False) -> None:
-    """Start every run (at most ``max_concurrent_runs`` at once) and wait for all of them."""
+    """Train every run in lanes (as many at once as fit, at most ``max_concurrent_runs``) and
+    wait for all of them."""
     from harness.watch.progress import SweepProgress
+    from harness.sweep.lanes import RunQueue, close_lane_runs, fit_lane, lane_name, lane_storage
 
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -187,42 +144,78 @@ def run_all(ray, store: SweepStore, runs: list[RunSpec], *, single_node: bool = 
            if k in ("TORCH_EXTENSIONS_DIR", "RAY_AUTH_MODE", "PYTHONPATH", "DEQBENCH_FAULTS",
                      "DEQBENCH_GIT_COMMIT", "DEQBENCH_GIT_DIRTY", "DEQBENCH_NATIVE", "DEQBENCH_CACHE_DIR", "CC",
                      "RAY_TRAIN_ENABLE_STATE_TRACKING", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")}
-    # the run's task (and the Ray Train controller it starts) stays on the driver's node: a
-    # lost worker node must not take the bookkeeping with it
+    # Ray Train's state actor and placement-group cleaner ask Ray's State API whether actors are
+    # alive; without an address it reads /tmp/ray/ray_current_cluster, which any earlier
+    # `ray start` on this machine leaves behind, pointing at a dead cluster: each such call then
+    # retried for 40 s while holding the state actor's lock, and a lane's trainer took 40 s to
+    # return after it had finished. Tell them this cluster's address.
+    env.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    # the lanes' tasks (and the Ray Train controllers they start) and the run queue stay on the
+    # driver's node: a lost worker node must not take the bookkeeping with it
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
-    fit_remote = ray.remote(num_cpus=0, max_retries=0)(_fit_run)
+    # the queue must live on the driver's node (hard affinity: a soft one placed it on a
+    # worker node, and losing that node lost the sweep's bookkeeping)
+    pinned = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    queue = ray.remote(num_cpus=0, max_restarts=0)(RunQueue).options(scheduling_strategy=pinned).remote(
+        [(spec, str(store.run(spec.run_id).dir)) for spec in runs])
+    lane_remote = ray.remote(num_cpus=0, max_retries=0)(fit_lane)
+    sweep = runs[0].sweep if runs else store.dir.name
 
-    def fit_options(spec: RunSpec):
-        per_try, _ = placement_wait(spec.resources)
+    def start_lane(k: int, shape):
+        per_try, _ = placement_wait(_Timeout(shape[3]))
         run_env = {**env, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": f"{per_try:g}"}
-        return fit_remote.options(runtime_env={"env_vars": run_env}, scheduling_strategy=here)
+        lane = lane_name(sweep, k)
+        return lane, lane_remote.options(runtime_env={"env_vars": run_env}, scheduling_strategy=here).remote(
+            queue, lane, shape, lane_storage(store.dir), single_node)
 
     limit = concurrency_limit(ray.cluster_resources(), runs)
-    queue = list(runs)
-    active: dict = {}
+    active: dict = {}  # the lane's task -> (lane, shape)
+    lanes = 0
     totals = {r.run_id: r.train.steps for r in runs}
     with SweepProgress(store.dir, [r.run_id for r in runs], total_steps=totals) as progress:
         try:
-            while queue or active:
-                while queue and len(active) < limit:
-                    spec = queue.pop(0)
-                    ref = fit_options(spec).remote(spec, str(store.run(spec.run_id).dir), single_node)
-                    active[ref] = spec
+            while True:
+                while len(active) < limit:
+                    shape = ray.get(queue.next_lane_shape.remote([s for _, s in active.values()]))
+                    if shape is None:
+                        break
+                    lanes += 1
+                    lane, ref = start_lane(lanes, tuple(shape))
+                    active[ref] = (lane, tuple(shape))
+                if not active:
+                    break
                 done, _ = ray.wait(list(active), num_returns=1, timeout=1.0)
                 for ref in done:
-                    spec = active.pop(ref)
+                    lane, _ = active.pop(ref)
                     try:
                         ray.get(ref)
-                    except Exception as exc:  # the task itself died (e.g. its node was lost)
-                        try:
-                            record_failure(store.run(spec.run_id), spec, describe_exception(exc))
-                        except OSError as write_error:  # the records themselves are unwritable
-                            print(f"warning: run {spec.run_id}: {describe_exception(exc)}; its status "
-                                  f"could not be written: {write_error}", file=sys.stderr)
+                    except Exception as exc:  # the lane's task itself died (e.g. its node was lost)
+                        _lane_died(ray, queue, lane, exc)
+                        close_lane_runs(ray.get(queue.handed_out.remote(lane)))
                 progress.update()
         except KeyboardInterrupt:
-            stop_interrupted(ray, store, active, interrupt_name())
+            stop_interrupted(ray, store, active, runs, interrupt_name())
             raise
+
+
+class _Timeout:
+    def __init__(self, node_timeout_s: float):
+        self.node_timeout_s = node_timeout_s
+
+
+def _lane_died(ray, queue, lane: str, exc: BaseException) -> None:
+    """Record the lane's run in flight failed with why its task died."""
+    in_flight = ray.get(queue.release.remote(lane))
+    if in_flight is None:
+        return
+    spec, run_dir = in_flight
+    from harness.records import RunRecord
+
+    try:
+        record_failure(RunRecord(run_dir), spec, describe_exception(exc))
+    except OSError as write_error:  # the records themselves are unwritable
+        print(f"warning: run {spec.run_id}: {describe_exception(exc)}; its status "
+              f"could not be written: {write_error}", file=sys.stderr)
 
 
 _RECEIVED: list[int] = []  # the stop signals received (Ray may re-raise ours as a new KeyboardInterrupt,
@@ -256,12 +249,13 @@ def interrupt_exit_code() -> int:
     return 128 + _RECEIVED[-1] if _RECEIVED else 130
 
 
-def stop_interrupted(ray, store: SweepStore, active: dict, why: str = "Ctrl-C") -> None:
-    """Ctrl-C (or SIGTERM, SIGHUP: ``why``): stop the runs in flight and set them back to
-    ``pending`` (never left ``running``).
+def stop_interrupted(ray, store: SweepStore, active: dict, runs: list[RunSpec], why: str = "Ctrl-C") -> None:
+    """Ctrl-C (or SIGTERM, SIGHUP: ``why``): stop the lanes in flight and set their runs in
+    flight back to ``pending`` (never left ``running``).
 
-    Each run's task (with its Ray Train controller and workers) is cancelled; once it is gone
-    its status says where it stopped. Resubmitting resumes it from its last checkpoint.
+    Each lane's task (with its Ray Train controller and workers) is cancelled; once it is
+    gone the status of each run it was training says where it stopped. Resubmitting resumes
+    them from their last checkpoints.
     """
     for ref in active:
         try:
@@ -272,8 +266,11 @@ def stop_interrupted(ray, store: SweepStore, active: dict, why: str = "Ctrl-C") 
         ray.wait(list(active), num_returns=len(active), timeout=10.0)
     except BaseException:  # noqa: BLE001 (a second Ctrl-C, or Ray down: record what we can)
         pass
-    for spec in active.values():
+    for spec in runs:
         record = store.run(spec.run_id)
-        step = record.read_status().get("step") or 0
+        status = record.read_status()
+        if status.get("state") != "running":
+            continue
+        step = status.get("step") or 0
         record.set_status("pending", reason=f"interrupted ({why}) at step {step}; resubmit to resume "
                                             "from the last checkpoint")
