@@ -368,6 +368,8 @@ def _setup_logging(run_dir: Path, rank: int) -> None:
     handler = RunRecord(run_dir).log_handler(rank)
     handler.setFormatter(logging.Formatter("%(asctime)s rank%(rank)s %(levelname)s %(message)s"))
     handler.addFilter(lambda r: setattr(r, "rank", rank) or True)
+    for previous in log.handlers:  # a lane's worker trains one run after another: close the last one's log
+        previous.close()
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False

@@ -38,6 +38,7 @@ def train_lane(config: dict[str, Any]) -> None:
     once, then rank 0 asks the lane's run queue for a run, every rank trains it, and again,
     until the queue has none left for this lane. After a restart (a worker error) the queue
     hands back the run in flight, which resumes from its checkpoint."""
+    import gc
     import time
 
     import ray
@@ -64,6 +65,7 @@ def train_lane(config: dict[str, Any]) -> None:
             run_training(spec, Path(run_dir), session)
             session.send({"task_ended": time.time()} if session.rank == 0 else {})
             finished = True
+            gc.collect()  # the last run's engine, model and data go before the next run is built
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()  # the next run's memory figures start from a clean slate
     finally:

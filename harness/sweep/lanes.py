@@ -5,7 +5,7 @@ the controller and placement-group cleaner actors, one new process per worker im
 torch, the process group, and the shutdown. Measured on this 2-core machine with an empty
 training function (2 workers): 8.3 s from ``fit()`` to the function's first line, 3.4-5.1 s
 importing torch in the fresh workers, 2.7-3.2 s from its last line to ``fit()`` returning;
-the quickstart's 12 runs paid about 11 s each (docs/evidence/lanes_2026-12-08.md).
+the quickstart's 12 runs paid about 11 s each (docs/evidence/lanes_2026-12-08/README.md).
 
 So a sweep's runs are handed to *lanes*. A lane is one Ray Train ``DataParallelTrainer``
 whose training function (``harness.run.worker.train_lane``) asks a :class:`RunQueue` actor
