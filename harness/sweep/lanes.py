@@ -197,7 +197,8 @@ def fit_lane(queue, lane: str, shape: Shape, storage: str, single_node: bool) ->
         if in_flight is not None:
             spec, run_dir = in_flight
             record = RunRecord(run_dir)
-            record_failure(record, spec, _placement_failure(error, record, res) or describe_exception(error))
+            if record.read_status().get("state") != "finished":  # a run that finished keeps its verdict
+                record_failure(record, spec, _placement_failure(error, record, res) or describe_exception(error))
         if not ray.get(queue.pending_of.remote(shape)):
             break
     close_lane_runs(ray.get(queue.handed_out.remote(lane)))
