@@ -62,7 +62,8 @@ class LocalSession:
 
 
 class RaySession:
-    """Inside a Ray Train worker: ``ray.train.report`` / ``ray.train.get_checkpoint``."""
+    """Inside a Ray Train worker: its ranks and the live metrics it exports (the base of
+    :class:`LaneSession`, which sends the messages and keeps the checkpoints)."""
 
     def __init__(self, tags: dict[str, str]):
         import ray.train
@@ -87,25 +88,6 @@ class RaySession:
                     self._gauges[name] = Gauge(f"deqbench_{name}", description=f"deqbench {name}",
                                                tag_keys=tuple(self._tags))
                 self._gauges[name].set(float(value), tags=self._tags)
-
-    def send(self, message: dict[str, Any], checkpoint_dir: Path | None = None) -> None:
-        import ray.train
-
-        if self.rank == 0 and message.get("records"):
-            self._export_live(message["records"])
-        ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        ray.train.report({"message": message}, checkpoint=ckpt)
-
-    @contextlib.contextmanager
-    def checkpoint(self) -> Iterator[Path | None]:
-        import ray.train
-
-        ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            yield None
-            return
-        with ckpt.as_directory() as path:
-            yield Path(path)
 
 
 class LaneSession(RaySession):

@@ -97,9 +97,15 @@ class RunQueue:
     def fail_next(self, lane: str, shape: Shape) -> tuple[RunSpec, str] | None:
         """Take the next pending run of ``shape`` out of the queue without training it (its
         lane could not start at all; the caller records why)."""
-        for i, (spec, run_dir) in enumerate(self.pending):
+        job = self._pop(shape)
+        if job is not None:
+            self.handed.setdefault(lane, []).append(job[1])
+        return job
+
+    def _pop(self, shape: Shape) -> tuple[RunSpec, str] | None:
+        """The first pending run of ``shape``, out of the queue."""
+        for i, (spec, _) in enumerate(self.pending):
             if shape_of(spec) == tuple(shape):
-                self.handed.setdefault(lane, []).append(run_dir)
                 return self.pending.pop(i)
         return None
 
@@ -134,13 +140,11 @@ class RunQueue:
                 record.set_status("failed", task_ended=time.time())
             self.current.pop(lane, None)
             self.restarts.pop(lane, None)
-        for i, (spec, run_dir) in enumerate(self.pending):
-            if shape_of(spec) == tuple(shape):
-                self.pending.pop(i)
-                break
-        else:
+        job = self._pop(shape)
+        if job is None:
             return None
-        self.current[lane] = (spec, run_dir)
+        spec, run_dir = job
+        self.current[lane] = job
         self.handed.setdefault(lane, []).append(run_dir)
         # the run's task starts when its lane's trainer started (the first run of a trainer
         # pays the worker group's start) or now (a later run: the group is already up)
@@ -169,7 +173,7 @@ def fit_lane(queue, lane: str, shape: Shape, storage: str, single_node: bool) ->
     if gpus:
         per_worker["GPU"] = gpus
     shorten_cleaner_stop()
-    _, placement_retries = placement_wait(res)
+    _, placement_retries = placement_wait(node_timeout_s)
     tries = 0
     while True:
         tries += 1
@@ -206,7 +210,7 @@ def fit_lane(queue, lane: str, shape: Shape, storage: str, single_node: bool) ->
 
 
 class _LaneResources:
-    """What ``placement_wait`` and ``_placement_failure`` read of a run's resources."""
+    """What ``_placement_failure`` reads of a run's resources."""
 
     def __init__(self, workers: int, cpus: float, gpus: float, node_timeout_s: float):
         self.workers, self.cpus_per_worker, self.gpus_per_worker = workers, cpus, gpus

@@ -87,11 +87,11 @@ def record_failure(record, spec: RunSpec, reason: str, rank: int | None = None) 
         record.set_status("failed", reason=f"{NO_SPACE}: {reason}", rank=rank)  # in the reserved space
 
 
-def placement_wait(res: dict) -> tuple[float, int]:
+def placement_wait(node_timeout_s: float) -> tuple[float, int]:
     """(seconds per placement attempt, retries): Ray Train gives up placing a worker group
     after ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S`` and retries ``controller_failure_limit``
     times; together they wait ``resources.node_timeout_s`` (rounded up to whole attempts)."""
-    timeout = float(res.node_timeout_s)
+    timeout = float(node_timeout_s)
     per_try = min(timeout, 60.0)
     return per_try, max(0, math.ceil(timeout / per_try - 1e-9) - 1)
 
@@ -162,7 +162,7 @@ def run_all(ray, store: SweepStore, runs: list[RunSpec], *, single_node: bool = 
     sweep = runs[0].sweep if runs else store.dir.name
 
     def start_lane(k: int, shape):
-        per_try, _ = placement_wait(_Timeout(shape[3]))
+        per_try, _ = placement_wait(shape[3])  # the shape's node_timeout_s
         run_env = {**env, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": f"{per_try:g}"}
         lane = lane_name(sweep, k)
         return lane, lane_remote.options(runtime_env={"env_vars": run_env}, scheduling_strategy=here).remote(
@@ -196,11 +196,6 @@ def run_all(ray, store: SweepStore, runs: list[RunSpec], *, single_node: bool = 
         except KeyboardInterrupt:
             stop_interrupted(ray, store, active, runs, interrupt_name())
             raise
-
-
-class _Timeout:
-    def __init__(self, node_timeout_s: float):
-        self.node_timeout_s = node_timeout_s
 
 
 def _lane_died(ray, queue, lane: str, exc: BaseException) -> None:
